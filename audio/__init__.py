@@ -1,0 +1,1 @@
+"""tokenzoo audio families."""

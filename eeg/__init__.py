@@ -1,0 +1,1 @@
+"""tokenzoo eeg families."""

@@ -1,0 +1,1 @@
+"""tokenzoo image families."""
