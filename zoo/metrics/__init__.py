@@ -1,0 +1,18 @@
+"""Reconstruction metrics per modality (functions on tensors, one value per item).
+
+See each module's docstring for the exact conventions. Metrics that need a package or weights file that is
+not present raise :class:`MetricUnavailable` naming exactly what they need.
+"""
+
+from .audio import align, estimate_delay, estoi, mel_distance, multi_resolution_stft_distance, pesq, si_sdr, stoi
+from .base import MetricUnavailable, package_version
+from .image import ms_ssim, psnr, ssim
+from .series import (BANDS, balanced_accuracy, band_power_error, band_powers, channel_correlation, cohen_kappa,
+                     linear_probe, spectrogram_distance, token_histograms)
+
+__all__ = [
+    "BANDS", "MetricUnavailable", "align", "balanced_accuracy", "band_power_error", "band_powers",
+    "channel_correlation", "cohen_kappa", "estimate_delay", "estoi", "linear_probe", "mel_distance", "ms_ssim",
+    "multi_resolution_stft_distance", "package_version", "pesq", "psnr", "si_sdr", "spectrogram_distance", "ssim",
+    "stoi", "token_histograms",
+]
