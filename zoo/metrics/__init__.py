@@ -6,13 +6,13 @@ not present raise :class:`MetricUnavailable` naming exactly what they need.
 
 from .audio import align, estimate_delay, estoi, mel_distance, multi_resolution_stft_distance, pesq, si_sdr, stoi
 from .base import MetricUnavailable, package_version
-from .image import ms_ssim, psnr, ssim
+from .image import lpips, lpips_backbone_path, ms_ssim, psnr, ssim
 from .series import (BANDS, balanced_accuracy, band_power_error, band_powers, channel_correlation, cohen_kappa,
                      linear_probe, spectrogram_distance, token_histograms)
 
 __all__ = [
     "BANDS", "MetricUnavailable", "align", "balanced_accuracy", "band_power_error", "band_powers",
-    "channel_correlation", "cohen_kappa", "estimate_delay", "estoi", "linear_probe", "mel_distance", "ms_ssim",
+    "channel_correlation", "cohen_kappa", "estimate_delay", "estoi", "linear_probe", "lpips", "lpips_backbone_path", "mel_distance", "ms_ssim",
     "multi_resolution_stft_distance", "package_version", "pesq", "psnr", "si_sdr", "spectrogram_distance", "ssim",
     "stoi", "token_histograms",
 ]

@@ -89,3 +89,48 @@ def ms_ssim(ref, est) -> torch.Tensor:
     stack = torch.stack(values, dim=0)  # [levels, B, C]
     out = torch.prod(stack ** weights.view(-1, 1, 1), dim=0)
     return out.mean(dim=1)
+
+
+_LPIPS_BACKBONES = {
+    "alex": "alexnet-owt-7be5be79.pth",
+    "vgg": "vgg16-397923af.pth",
+    "squeeze": "squeezenet1_1-b8a52dc0.pth",
+}
+_LPIPS_CACHE = {}
+
+
+def lpips_backbone_path(net: str = "alex"):
+    """Where torchvision looks for the LPIPS backbone weights (``$TORCH_HOME/hub/checkpoints/<file>``)."""
+    from pathlib import Path
+
+    import torch.hub
+
+    if net not in _LPIPS_BACKBONES:
+        raise ValueError(f"net must be one of {sorted(_LPIPS_BACKBONES)}, got {net!r}")
+    return Path(torch.hub.get_dir()) / "checkpoints" / _LPIPS_BACKBONES[net]
+
+
+def lpips(ref, est, net: str = "alex") -> torch.Tensor:
+    """LPIPS v0.1 (Zhang et al. 2018) via the ``lpips`` package, per image (0 for identical images).
+
+    The linear heads ship inside the ``lpips`` wheel; the ImageNet backbone comes from torchvision's weights
+    file, which must already sit in the torch hub cache (no download is attempted): otherwise
+    :class:`MetricUnavailable` names the file and the folder to put it in.
+    """
+    from .base import MetricUnavailable, require_module
+
+    ref, est = _images(ref, est)
+    path = lpips_backbone_path(net)
+    if not path.is_file():
+        raise MetricUnavailable("lpips", f"the torchvision weights file {path.name!r}",
+                                f"put it in {path.parent} (the torch hub cache; set TORCH_HOME to move it)")
+    lib = require_module("lpips", "lpips")
+    key = (net, str(path))
+    if key not in _LPIPS_CACHE:
+        model = lib.LPIPS(net=net, verbose=False).eval()
+        _LPIPS_CACHE.clear()
+        _LPIPS_CACHE[key] = model
+    model = _LPIPS_CACHE[key]
+    with torch.no_grad():
+        val = model(ref.float() * 2 - 1, est.float() * 2 - 1)
+    return val.reshape(-1).double()

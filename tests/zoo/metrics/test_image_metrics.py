@@ -58,3 +58,24 @@ def test_image_metric_errors(images):
         M.psnr(images[0], images[0])
     with pytest.raises(ValueError, match="at least 161"):
         M.ms_ssim(images[..., :128, :128], images[..., :128, :128])
+
+
+def test_lpips_unavailable_names_the_file(images, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(M.MetricUnavailable, match="alexnet-owt-7be5be79.pth") as info:
+        M.lpips(images, images)
+    assert str(tmp_path) in str(info.value)
+
+
+@pytest.mark.slow
+def test_lpips_runs_with_a_backbone_file_in_the_hub_cache(images, tmp_path, monkeypatch):
+    import torchvision
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    path = M.lpips_backbone_path("alex")
+    path.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(torchvision.models.alexnet().state_dict(), path)  # stand-in weights: pipeline check only
+    x = images[:2].float()
+    assert torch.allclose(M.lpips(x, x), torch.zeros(2, dtype=torch.float64), atol=1e-6)
+    assert (M.lpips(x, _blur(images[:2], 9).clamp(0, 1).float()) > 0).all()
