@@ -1,0 +1,22 @@
+"""Quantizers: one interface over vector-quantize-pytorch.
+
+Layout is channel-last everywhere: ``z`` is ``[..., dim]`` (any leading axes), ids are ``[...]`` (one codebook)
+or ``[..., num_codebooks]`` (residual kinds), int64. ``q(z, mask=None) -> QuantizerOutput(quantized, ids,
+losses, stats)``, ``q.encode(z) -> ids``, ``q.decode(ids) -> codes``; ``q.codebook_size``, ``q.num_codebooks``,
+``q.dim``. See docs/quantizers.md.
+
+Kinds: :class:`VQ` (euclidean/cosine, l2-normalised codes, EMA, k-means init, dead-code expiry, projections),
+:class:`FSQ`, :class:`BSQ` (binary spherical / LFQ, MSB-first ids), :class:`ResidualVQ`, :class:`ResidualFSQ`.
+Statistics: :class:`CodebookStats`, :class:`StatsAccumulator`.
+"""
+
+from .base import Quantizer, QuantizerOutput
+from .bsq import BSQ, BSQConfig
+from .fsq import FSQ, FSQConfig
+from .stats import CodebookStats, StatsAccumulator, histogram
+from .vq import VQ, VQConfig, nearest_code
+
+__all__ = [
+    "BSQ", "BSQConfig", "CodebookStats", "FSQ", "FSQConfig", "Quantizer", "QuantizerOutput", "StatsAccumulator",
+    "VQ", "VQConfig", "histogram", "nearest_code",
+]
