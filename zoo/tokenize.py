@@ -233,9 +233,11 @@ def read_shard(path: Union[str, Path]) -> Dict[str, Any]:
 
 
 def _state():
+    """accelerate's process state; on machines without CUDA (or with ACCELERATE_USE_CPU) it uses gloo on CPU."""
     from accelerate import PartialState
 
-    return PartialState()
+    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "false").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
+    return PartialState(cpu=use_cpu)
 
 
 def tokenize_dataset(model, data, out, *, batch_size: int = 8, num_workers: int = 0, shard_size: int = 1000,
