@@ -13,10 +13,12 @@ Statistics: :class:`CodebookStats`, :class:`StatsAccumulator`.
 from .base import Quantizer, QuantizerOutput
 from .bsq import BSQ, BSQConfig
 from .fsq import FSQ, FSQConfig
+from .residual import ResidualFSQ, ResidualFSQConfig, ResidualVQ, ResidualVQConfig
 from .stats import CodebookStats, StatsAccumulator, histogram
 from .vq import VQ, VQConfig, nearest_code
 
 __all__ = [
-    "BSQ", "BSQConfig", "CodebookStats", "FSQ", "FSQConfig", "Quantizer", "QuantizerOutput", "StatsAccumulator",
+    "BSQ", "BSQConfig", "CodebookStats", "FSQ", "FSQConfig", "Quantizer", "QuantizerOutput",
+    "ResidualFSQ", "ResidualFSQConfig", "ResidualVQ", "ResidualVQConfig", "StatsAccumulator",
     "VQ", "VQConfig", "histogram", "nearest_code",
 ]

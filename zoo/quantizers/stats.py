@@ -35,7 +35,8 @@ def histogram(ids: torch.Tensor, codebook_size: int, num_codebooks: int = 1,
         raise TypeError(f"ids must be a torch.Tensor of integer ids, got {type(ids).__name__}")
     if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
         raise TypeError(f"ids must have an integer dtype, got {ids.dtype}")
-    if num_codebooks > 1 or (ids.ndim >= 1 and mask is not None and mask.shape != ids.shape):
+    trailing_axis = num_codebooks > 1 or (mask is not None and ids.ndim == mask.ndim + 1 and ids.shape[-1] == 1)
+    if trailing_axis:
         if ids.ndim == 0 or ids.shape[-1] != num_codebooks:
             raise ValueError(f"ids of shape {tuple(ids.shape)} should end with the codebook axis of size "
                              f"{num_codebooks}")
