@@ -7,11 +7,13 @@ losses, stats)``, ``q.encode(z) -> ids``, ``q.decode(ids) -> codes``; ``q.codebo
 
 Kinds: :class:`VQ` (euclidean/cosine, l2-normalised codes, EMA, k-means init, dead-code expiry, projections),
 :class:`FSQ`, :class:`BSQ` (binary spherical / LFQ, MSB-first ids), :class:`ResidualVQ`, :class:`ResidualFSQ`.
-Statistics: :class:`CodebookStats`, :class:`StatsAccumulator`.
+Statistics: :class:`CodebookStats`, :class:`StatsAccumulator`. Originals' buffers: :func:`load_state_from`,
+:func:`convert_state` (layouts ``encodec``, ``ema_embedding``, ``embedding``, ``bsq``).
 """
 
 from .base import Quantizer, QuantizerOutput
 from .bsq import BSQ, BSQConfig
+from .convert import LAYOUTS, convert_state, load_state_from
 from .fsq import FSQ, FSQConfig
 from .residual import ResidualFSQ, ResidualFSQConfig, ResidualVQ, ResidualVQConfig
 from .stats import CodebookStats, StatsAccumulator, histogram
@@ -20,5 +22,5 @@ from .vq import VQ, VQConfig, nearest_code
 __all__ = [
     "BSQ", "BSQConfig", "CodebookStats", "FSQ", "FSQConfig", "Quantizer", "QuantizerOutput",
     "ResidualFSQ", "ResidualFSQConfig", "ResidualVQ", "ResidualVQConfig", "StatsAccumulator",
-    "VQ", "VQConfig", "histogram", "nearest_code",
+    "VQ", "VQConfig", "LAYOUTS", "convert_state", "histogram", "load_state_from", "nearest_code",
 ]

@@ -91,3 +91,37 @@ def test_flextok_fsq(parity):
     assert (q(ref["enc_latents_prequant"]).quantized - ref["enc_quants"]).abs().max() <= 1e-6
     assert (q.decode(ref["fsq_probe_ids"]) - ref["fsq_probe_codes"]).abs().max() <= 1e-6
     assert torch.equal(q.codes_to_ids(ref["fsq_probe_codes"]), ref["fsq_probe_ids"])
+
+
+def test_load_state_from_and_convert_state_layouts(parity):
+    from zoo.quantizers import ResidualVQ, VQConfig, convert_state, load_state_from
+
+    root = parity("wavtokenizer")
+    sd = torch.load(root / "WavTokenizer_tiny_320_24k_128.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    prefix = "feature_extractor.encodec.quantizer.vq.layers.{i}._codebook."
+    out = st.load_file(str(root / "outputs.safetensors"))
+    z = st.load_file(str(root / "intermediates.safetensors"))["enc_out"].transpose(1, 2)
+    # the family's model holds a core VQ built from its config; the converter only calls load_state_from
+    vq = load_state_from(VQ(dim=32, codebook_size=128), sd, "encodec", prefix.format(i=0)).eval()
+    assert torch.equal(vq.encode(z), out["codes"][0])
+    # the same release read as a one-level residual stack
+    rvq = load_state_from(ResidualVQ(vq=VQConfig(dim=32, codebook_size=128), num_quantizers=1), sd, "encodec",
+                          prefix).eval()
+    assert torch.equal(rvq.encode(z)[..., 0], out["codes"][0])
+    # convert_state gives keys that load strictly into the core module
+    state = convert_state("encodec", sd, prefix, num_quantizers=1)
+    fresh = ResidualVQ(vq=VQConfig(dim=32, codebook_size=128), num_quantizers=1)
+    fresh.load_state_dict(state, strict=True)
+    assert torch.equal(fresh.eval().encode(z), rvq.encode(z))
+    with pytest.raises(ValueError, match=r"expects \(64, 32\)"):
+        load_state_from(VQ(dim=32, codebook_size=64), sd, "encodec", prefix.format(i=0))
+    with pytest.raises(ValueError, match="unknown quantizer state layout"):
+        load_state_from(vq, sd, "vqgan")
+    with pytest.raises(TypeError, match="BSQ"):
+        load_state_from(vq, {}, "bsq")
+
+    tadi = st.load_file(str(parity("tadicodec") / "ckpt" / "model.safetensors"))
+    bsq = load_state_from(BSQ(bits=14), tadi, "bsq", "bsq.")
+    assert torch.equal(bsq.lfq.mask, tadi["bsq.basis"])
+    with pytest.raises(ValueError, match="MSB-first"):
+        load_state_from(BSQ(bits=14), {"bsq.basis": tadi["bsq.basis"].flip(0)}, "bsq", "bsq.")
