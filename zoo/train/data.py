@@ -1,0 +1,135 @@
+"""Training data: folders (or webdataset tar shards) of audio, images and EEG, read robustly.
+
+Each dataset returns fixed-size examples so batches stack: audio crops of ``segment_samples`` samples, images
+cropped/resized to ``image_size`` (optionally flipped), EEG windows of ``window_samples`` samples. Randomness
+(crop positions, flips) comes from a generator seeded by ``(seed, epoch, index)``, so an example is the same
+whichever worker reads it and whether or not the run was resumed.
+
+A file that cannot be read, or is too short, is logged once, counted, and skipped: ``__getitem__`` returns
+``None`` and :func:`collate_skip` drops it and reports the count in the batch (``batch["skipped"]``). A long
+run never ends because of one bad file.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+
+from .. import io as zio
+from ..tokenize import Source, _read_source, list_sources
+
+log = logging.getLogger("tokenzoo.train")
+
+
+@dataclass
+class DataConfig:
+    modality: str
+    sample_rate: Optional[int] = None  # audio: target rate
+    segment_samples: Optional[int] = None  # audio crop length
+    image_size: Optional[int] = None
+    random_flip: bool = True
+    sfreq: Optional[float] = None  # EEG: target rate (resampled when the file differs)
+    window_samples: Optional[int] = None  # EEG window length
+    seed: int = 0
+
+
+class FolderDataset(torch.utils.data.Dataset):
+    """Examples of one modality from folders and/or tar shards (see the module docstring)."""
+
+    def __init__(self, data, config: DataConfig, sources: Optional[List[Source]] = None):
+        self.config = config
+        if config.modality not in zio.EXTENSIONS:
+            raise ValueError(f"modality must be one of {sorted(zio.EXTENSIONS)}, got {config.modality!r}")
+        if config.modality == "audio" and not (config.sample_rate and config.segment_samples):
+            raise ValueError("audio training data needs sample_rate and segment_samples")
+        if config.modality == "image" and not config.image_size:
+            raise ValueError("image training data needs image_size")
+        if config.modality == "eeg" and not config.window_samples:
+            raise ValueError("EEG training data needs window_samples")
+        self.sources = sources if sources is not None else list_sources(data, config.modality)
+        if not self.sources:
+            raise ValueError(f"no {config.modality} files under {data}")
+        self.epoch = 0
+        self._warned = set()
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def _generator(self, index: int) -> torch.Generator:
+        return torch.Generator().manual_seed((self.config.seed * 1_000_003 + self.epoch) * 1_000_003 + index)
+
+    def __getitem__(self, index: int):
+        src = self.sources[index]
+        try:
+            return {"x": self._example(src, self._generator(index)), "index": index}
+        except Exception as exc:  # noqa: BLE001 - bad files are skipped, never fatal
+            if src.name not in self._warned:
+                log.warning("skipping unreadable training file %s: %s", src.name, exc)
+                self._warned.add(src.name)
+            return None
+
+    def _example(self, src: Source, g: torch.Generator) -> torch.Tensor:
+        c = self.config
+        if c.modality == "audio":
+            wav = _read_source(src, "audio", c.sample_rate).data[0]
+            n = c.segment_samples
+            if wav.shape[-1] < n:
+                raise ValueError(f"{wav.shape[-1]} samples, shorter than the {n}-sample training segment")
+            start = int(torch.randint(0, wav.shape[-1] - n + 1, (1,), generator=g))
+            return wav[start: start + n][None]  # [1, n]
+        if c.modality == "image":
+            img = _read_source(src, "image", None).data
+            size = c.image_size
+            h, w = img.shape[-2:]
+            short = min(h, w)
+            top = int(torch.randint(0, h - short + 1, (1,), generator=g))
+            left = int(torch.randint(0, w - short + 1, (1,), generator=g))
+            img = img[:, top: top + short, left: left + short]
+            if short != size:
+                img = zio.center_crop_resize(img, (size, size))
+            if c.random_flip and bool(torch.rand((), generator=g) < 0.5):
+                img = img.flip(-1)
+            return img.float() / 255.0
+        if c.modality == "eeg":
+            loaded = _read_source(src, "eeg", None)
+            x = loaded.data
+            if c.sfreq is not None and loaded.rate != c.sfreq:
+                from ..signal import resample
+
+                x = resample(x, loaded.rate, c.sfreq)
+            n = c.window_samples
+            if x.shape[-1] < n:
+                raise ValueError(f"{x.shape[-1]} samples, shorter than the {n}-sample window")
+            start = int(torch.randint(0, x.shape[-1] - n + 1, (1,), generator=g))
+            return x[:, start: start + n]
+        raise ValueError(f"unsupported modality {c.modality!r}")
+
+
+def collate_skip(batch: Sequence[Optional[Dict[str, Any]]]) -> Dict[str, Any]:
+    """Stack the good examples; ``skipped`` counts the unreadable ones."""
+    good = [b for b in batch if b is not None]
+    out: Dict[str, Any] = {"skipped": len(batch) - len(good)}
+    if good:
+        out["x"] = torch.stack([b["x"] for b in good])
+        out["index"] = torch.tensor([b["index"] for b in good])
+    return out
+
+
+def split_holdout(sources: List[Source], holdout: int, seed: int = 0):
+    """Deterministic train / held-out split of the file list (``holdout`` files kept out of training)."""
+    if holdout <= 0:
+        return sources, []
+    if holdout >= len(sources):
+        raise ValueError(f"holdout {holdout} leaves no training files (only {len(sources)} files)")
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(sources), generator=g).tolist()
+    held = sorted(perm[:holdout])
+    train = sorted(perm[holdout:])
+    return [sources[i] for i in train], [sources[i] for i in held]
