@@ -12,11 +12,15 @@ losses, codebook statistics, k-means initialisation and EMA updates.
 
 Numerics: distances and rounding are computed in float32 whatever the input dtype (fp16/bf16 inputs are upcast),
 so ids do not depend on the input precision beyond the upcast itself; the quantized output is returned in the
-input's dtype.
+input's dtype. A quantizer keeps its own parameters and buffers (codebooks, EMA statistics, projections) in
+float32 even when the enclosing model is cast with ``.half()`` / ``.to(torch.bfloat16)``: a codebook rounded to
+16 bits would change the ids of a released checkpoint. ``decode(ids, dtype=...)`` returns the codes in the dtype
+the caller's decoder runs in.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
@@ -62,6 +66,22 @@ def masked_mse(a: torch.Tensor, b: torch.Tensor, mask: Optional[torch.Tensor]) -
     return torch.mean((a[mask] - b[mask]) ** 2)
 
 
+def _no_autocast(device: torch.device):
+    """Disable autocast around distances and rounding (they must run in float32)."""
+    try:
+        return torch.autocast(device_type=device.type, enabled=False)
+    except RuntimeError:  # a device type without autocast support
+        return contextlib.nullcontext()
+
+
+def _cast(t: torch.Tensor, dtype: Optional[torch.dtype]) -> torch.Tensor:
+    if dtype is None:
+        return t
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    return t.to(dtype)
+
+
 class Quantizer(nn.Module):
     """Base class: ``forward(z, mask=None) -> QuantizerOutput``, ``encode(z) -> ids``, ``decode(ids) -> codes``.
 
@@ -85,6 +105,18 @@ class Quantizer(nn.Module):
     @property
     def dim(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _apply(self, fn, *args, **kwargs):
+        # Device moves apply as usual, but a dtype cast skips float32 tensors (see the module doc): the target is
+        # read off an empty probe tensor, so the values are never rounded through the lower precision.
+        def keep_float32(t):
+            if t.is_floating_point() and t.dtype == torch.float32:
+                probe = fn(torch.empty(0, dtype=t.dtype, device=t.device))
+                if isinstance(probe, torch.Tensor) and probe.dtype != t.dtype:
+                    return t.to(device=probe.device)
+            return fn(t)
+
+        return super()._apply(keep_float32, *args, **kwargs)
 
     # ------------------------------------------------------------------ checks
     def _check_z(self, z, name: str = "z") -> torch.Tensor:
@@ -137,7 +169,8 @@ class Quantizer(nn.Module):
         mask = self._check_mask(mask, lead)
         x = z.reshape(-1, self.dim).float()
         m = None if mask is None else mask.reshape(-1).to(x.device)
-        codes, st, ids, losses = self._quantize(x, m, update=self.training)
+        with _no_autocast(x.device):
+            codes, st, ids, losses = self._quantize(x, m, update=self.training)
         out = st if (torch.is_grad_enabled() and st.requires_grad) else codes
         out = out.reshape(*lead, out.shape[-1]).to(z.dtype)
         ids = ids.reshape(*lead, *ids.shape[1:])
@@ -151,16 +184,18 @@ class Quantizer(nn.Module):
         self._check_z(z)
         lead = tuple(z.shape[:-1])
         x = z.reshape(-1, self.dim).float()
-        _, _, ids, _ = self._quantize(x, None, update=False)
+        with _no_autocast(x.device):
+            _, _, ids, _ = self._quantize(x, None, update=False)
         return ids.reshape(*lead, *ids.shape[1:])
 
-    def decode(self, ids: torch.Tensor) -> torch.Tensor:
-        """Codes of ``ids`` (``[...]`` or ``[..., num_codebooks]``) -> float32 ``[..., dim]``."""
+    def decode(self, ids: torch.Tensor, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+        """Codes of ``ids`` (``[...]`` or ``[..., num_codebooks]``) -> ``[..., dim]`` (float32 unless ``dtype``)."""
         self.check_ids(ids)
         lead = tuple(ids.shape[:-1]) if self.has_codebook_axis else tuple(ids.shape)
         flat = ids.reshape(-1, self.num_codebooks) if self.has_codebook_axis else ids.reshape(-1)
-        codes = self._decode(flat.long())
-        return codes.reshape(*lead, codes.shape[-1])
+        with _no_autocast(flat.device):
+            codes = self._decode(flat.long())
+        return _cast(codes.reshape(*lead, codes.shape[-1]), dtype)
 
     # ------------------------------------------------------------------ subclass hooks
     def _quantize(self, x: torch.Tensor, mask: Optional[torch.Tensor], update: bool):  # pragma: no cover

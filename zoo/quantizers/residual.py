@@ -24,7 +24,7 @@ from vector_quantize_pytorch import ResidualFSQ as _LibResidualFSQ
 
 from ..config import ConfigBase
 from ..validation import check_positive_int, describe
-from .base import Quantizer
+from .base import Quantizer, _cast, _no_autocast
 from .vq import VQ, VQConfig
 
 __all__ = ["ResidualFSQ", "ResidualFSQConfig", "ResidualVQ", "ResidualVQConfig"]
@@ -67,13 +67,14 @@ class _ResidualBase(Quantizer):
                              f"max {hi} (first offending index {tuple(bad)})")
         return ids
 
-    def decode(self, ids: torch.Tensor) -> torch.Tensor:
+    def decode(self, ids: torch.Tensor, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         """Sum of the levels' codes: ids ``[..., n]`` with ``1 <= n <= num_codebooks`` -> ``[..., dim]``."""
         self.check_ids(ids)
         lead = tuple(ids.shape[:-1])
         flat = ids.reshape(-1, ids.shape[-1]).long()
-        codes = self._decode(flat)
-        return codes.reshape(*lead, codes.shape[-1])
+        with _no_autocast(flat.device):
+            codes = self._decode(flat)
+        return _cast(codes.reshape(*lead, codes.shape[-1]), dtype)
 
     @torch.no_grad()
     def encode(self, z: torch.Tensor, num_levels: Optional[int] = None) -> torch.Tensor:

@@ -209,3 +209,23 @@ def test_configs_round_trip_through_dicts():
         assert type(cfg).from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown config keys"):
         VQConfig.from_dict({"dim": 3, "codebookk_size": 5})
+
+
+def test_low_precision_model_keeps_quantizer_float32_and_decode_dtype():
+    torch.manual_seed(9)
+    q = VQ(dim=6, codebook_size=16, codebook_dim=3).eval()
+    z = torch.randn(4, 6)
+    ids = q.encode(z)
+    before = {k: v.clone() for k, v in q.state_dict().items()}
+    model = torch.nn.Sequential(q).to(torch.bfloat16)
+    assert all(torch.equal(before[k], v) for k, v in q.state_dict().items())   # not rounded through bf16
+    q.half().double()
+    assert all(torch.equal(before[k], v) for k, v in q.state_dict().items())
+    assert all(t.dtype == torch.float32 for t in list(q.parameters()) + list(q.buffers()) if t.is_floating_point())
+    assert torch.equal(q.encode(z), ids)
+    assert q.decode(ids, dtype=torch.bfloat16).dtype == torch.bfloat16
+    assert q.decode(ids).dtype == torch.float32
+    with pytest.raises(TypeError, match="floating torch.dtype"):
+        q.decode(ids, dtype=torch.long)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(model[0](z).ids, ids)

@@ -20,6 +20,12 @@ def _check_ids(q, z, ref):
     assert torch.equal(ids, ref)
     for dtype in LOW:
         assert torch.equal(q.encode(z.to(dtype)), ref), f"ids change for {dtype} input"
+        with torch.autocast("cpu", dtype=torch.bfloat16):     # distances stay float32 under autocast
+            assert torch.equal(q(z).ids, ref)
+        # a model cast to low precision keeps its quantizer (codebook) in float32
+        torch.nn.Sequential(q).to(dtype)
+        assert torch.equal(q.encode(z), ref)
+        q.float()
     return ids
 
 
