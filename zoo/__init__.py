@@ -4,6 +4,8 @@
 """
 
 from .config import ConfigBase
+from .hub import ChecksumError
+from .hub_configs_schema import HubConfigError, ModelEntry
 from .registry import (from_pretrained, get_family, list_families, list_models, load_official, register_family)
 from .signal import resample
 from .tokenizer import (AudioTokenizer, ImageTokenizer, SeriesTokenizer, Tokenizer, TokenizerSpec,
@@ -13,7 +15,7 @@ from .tokens import Tokens
 __version__ = "0.1.0"
 
 __all__ = [
-    "AudioTokenizer", "ConfigBase", "ImageTokenizer", "SeriesTokenizer", "Tokenizer", "TokenizerSpec", "Tokens",
+    "AudioTokenizer", "ChecksumError", "ConfigBase", "HubConfigError", "ImageTokenizer", "ModelEntry", "SeriesTokenizer", "Tokenizer", "TokenizerSpec", "Tokens",
     "VideoTokenizer", "from_pretrained", "get_family", "list_families", "list_models", "load_official",
     "register_family", "resample", "__version__",
 ]

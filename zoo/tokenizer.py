@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import shutil
 import tempfile
@@ -133,18 +134,54 @@ class Tokenizer(nn.Module, ModelHubMixin):
         return _model_device(self)
 
     def encode(self, x, **kwargs) -> Tokens:
+        """Validate ``x`` (see the modality class), tokenize it on the model's device, return on ``x``'s device."""
         x, kwargs = self.prepare_input(x, **kwargs)
         out_device = x.device
+        device = self.device
+        kwargs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
         with torch.inference_mode():
-            tokens = self._encode(x.to(self.device), **kwargs)
+            tokens = self._encode(x.to(device), **kwargs)
+        if not isinstance(tokens, Tokens):
+            raise TypeError(f"{type(self).__name__}._encode must return zoo.Tokens, got {describe(tokens)}")
         return tokens.to(out_device)
 
     def decode(self, tokens, **kwargs) -> torch.Tensor:
+        """Validate ``tokens`` against the codebook, decode on the model's device, return on the tokens' device."""
         tokens = self.check_tokens(as_tokens(tokens))
         out_device = tokens.device
         with torch.inference_mode():
             y = self._decode(tokens.to(self.device), **kwargs)
+        if not isinstance(y, torch.Tensor):
+            raise TypeError(f"{type(self).__name__}._decode must return a torch.Tensor, got {describe(y)}")
         return y.to(out_device)
+
+    # ------------------------------------------------------------------ files
+    def read_file(self, path) -> Tuple[torch.Tensor, Dict[str, Any], Dict[str, str]]:
+        """Read one input file -> (a batch of one item, keyword arguments for ``encode``, metadata strings).
+
+        The metadata records the source file and every conversion made on the way (``notes``).
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not read files")
+
+    def write_file(self, y: torch.Tensor, path, metadata: Optional[Dict[str, str]] = None) -> Path:
+        """Write one decoded item ``y`` (a batch of one, as returned by ``decode``) to ``path``."""
+        raise NotImplementedError(f"{type(self).__name__} does not write files")
+
+    def output_suffix(self) -> str:
+        """File suffix ``write_file`` uses by default."""
+        return ".npz"
+
+    def encode_file(self, path, **kwargs) -> Tokens:
+        """Read ``path`` with :meth:`read_file` and encode it; the Tokens' metadata names the file and the notes."""
+        x, enc_kwargs, meta = self.read_file(path)
+        tokens = self.encode(x, **{**enc_kwargs, **kwargs})
+        tokens.metadata.update(meta)
+        tokens.metadata.setdefault("family", self.family)
+        tokens.metadata.setdefault("modality", self.modality)
+        name = getattr(self, "registry_name", None)
+        if name:
+            tokens.metadata.setdefault("model", str(name))
+        return tokens
 
     # ------------------------------------------------------------------ persistence
     def config_dict(self) -> Dict[str, Any]:
@@ -160,7 +197,7 @@ class Tokenizer(nn.Module, ModelHubMixin):
         """The tensors written to ``model.safetensors`` (contiguous CPU copies, no shared storage)."""
         return {k: v.detach().to("cpu").contiguous().clone() for k, v in self.state_dict().items()}
 
-    def save_pretrained(self, save_directory, *, model_card: Optional[str] = None, **kwargs) -> None:
+    def save_pretrained(self, save_directory, *, model_card: Optional[str] = None, **kwargs) -> Path:
         """Write ``config.json``, ``model.safetensors`` and a model card ``README.md``.
 
         Files are written to a temporary folder beside the target and moved into place one by one only after
@@ -168,21 +205,33 @@ class Tokenizer(nn.Module, ModelHubMixin):
         """
         from safetensors.torch import save_file
 
+        if not isinstance(save_directory, (str, os.PathLike)):
+            raise TypeError(f"save_pretrained: save_directory must be a path, got {type(save_directory).__name__}")
+        if model_card is not None and not isinstance(model_card, str):
+            raise TypeError(f"save_pretrained: model_card must be a str, got {type(model_card).__name__}")
         save_directory = Path(save_directory)
         if save_directory.exists() and not save_directory.is_dir():
             raise ValueError(f"save_pretrained: {save_directory} exists and is not a directory")
+        created = not save_directory.exists()
         save_directory.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tokenzoo-save-", dir=save_directory))
+        moved = False
         try:
-            (tmp / CONFIG_NAME).write_text(json.dumps(self.config_dict(), indent=2, sort_keys=True) + "\n")
+            config_text = json.dumps(self.config_dict(), indent=2, sort_keys=True) + "\n"
+            card = model_card if model_card is not None else self.default_model_card()
             save_file(self.state_dict_for_saving(), str(tmp / WEIGHTS_NAME),
                       metadata={"format": "pt", "tokenzoo.family": self.family})
-            card = model_card if model_card is not None else self.default_model_card()
+            (tmp / CONFIG_NAME).write_text(config_text)
             (tmp / "README.md").write_text(card)
+            # Everything is written; only now replace the old files (each os.replace is atomic).
             for name in (WEIGHTS_NAME, CONFIG_NAME, "README.md"):
                 os.replace(tmp / name, save_directory / name)
+            moved = True
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+            if created and not moved:
+                shutil.rmtree(save_directory, ignore_errors=True)
+        return save_directory
 
     def default_model_card(self) -> str:
         spec = self.spec
@@ -254,12 +303,33 @@ class AudioTokenizer(Tokenizer):
                 raise ValueError(f"wav must be mono: expected [B, 1, T], got {wav.shape[1]} channels "
                                  f"(shape {tuple(wav.shape)}); mix down first")
             wav = wav[:, 0]
-        if sample_rate is not None and int(sample_rate) != self.sample_rate:
+        if sample_rate is not None and (isinstance(sample_rate, bool) or not isinstance(sample_rate, numbers.Real)
+                                        or not sample_rate > 0):
+            raise ValueError(f"sample_rate must be a positive number of Hz, got {sample_rate!r}")
+        if sample_rate is not None and float(sample_rate) != self.sample_rate:
             raise ValueError(f"sample_rate {sample_rate} Hz does not match the model's {self.sample_rate} Hz; "
                              f"resample first (zoo.resample(wav, {sample_rate}, {self.sample_rate}))")
         if lengths is not None:
             kwargs["lengths"] = _check_lengths("lengths", lengths, wav.shape[0], wav.shape[-1])
         return wav, kwargs
+
+    def read_file(self, path):
+        from . import io as zio
+
+        loaded = zio.load_audio(path, self.sample_rate)
+        meta = {"source": str(loaded.path), "sample_rate": str(self.sample_rate)}
+        if loaded.notes:
+            meta["notes"] = "; ".join(loaded.notes)
+        return loaded.data, {}, meta
+
+    def output_suffix(self) -> str:
+        return ".wav"
+
+    def write_file(self, y, path, metadata=None):
+        from . import io as zio
+
+        y = _single_item(y)
+        return zio.save_audio(path, y.reshape(-1), self.sample_rate)
 
 
 class ImageTokenizer(Tokenizer):
@@ -286,6 +356,28 @@ class ImageTokenizer(Tokenizer):
                              f"{images.shape[-2]}x{images.shape[-1]}; resize or crop first")
         return images, kwargs
 
+    def read_file(self, path):
+        from . import io as zio
+
+        loaded = zio.load_image(path)
+        img, notes = loaded.data, list(loaded.notes)
+        size = self.expected_size()
+        if size is not None and tuple(img.shape[-2:]) != tuple(size):
+            notes.append(f"resized and centre-cropped {img.shape[-2]}x{img.shape[-1]} -> {size[0]}x{size[1]}")
+            img = zio.center_crop_resize(img, size)
+        meta = {"source": str(loaded.path), "size": f"{img.shape[-2]}x{img.shape[-1]}"}
+        if notes:
+            meta["notes"] = "; ".join(notes)
+        return img[None], {}, meta
+
+    def output_suffix(self) -> str:
+        return ".png"
+
+    def write_file(self, y, path, metadata=None):
+        from . import io as zio
+
+        return zio.save_image(path, _to_unit_range(_single_item(y), self.value_range))
+
 
 class VideoTokenizer(Tokenizer):
     """Videos ``[B, 3, F, H, W]`` float in ``[0, 1]`` (uint8 accepted); a single image is a one-frame video."""
@@ -300,6 +392,22 @@ class VideoTokenizer(Tokenizer):
             raise ValueError(f"video must have 3 channels (RGB) on axis 1, got shape {tuple(video.shape)}")
         return video, kwargs
 
+    def read_file(self, path):
+        from . import io as zio
+
+        loaded = zio.load_video(path)
+        meta = {"source": str(loaded.path), "frames": str(loaded.data.shape[1])}
+        if loaded.rate is not None:
+            meta["fps"] = repr(float(loaded.rate))
+        return loaded.data[None], {}, meta
+
+    def write_file(self, y, path, metadata=None):
+        from . import io as zio
+
+        fps = (metadata or {}).get("fps")
+        return zio.save_video(path, _to_unit_range(_single_item(y), self.value_range),
+                              None if fps is None else float(fps))
+
 
 class SeriesTokenizer(Tokenizer):
     """Multichannel series ``[B, C, T]`` float sampled at ``sfreq`` Hz (EEG and other time series)."""
@@ -313,7 +421,7 @@ class SeriesTokenizer(Tokenizer):
     def prepare_input(self, x, sfreq: Optional[float] = None, lengths=None, **kwargs):
         x = check_tensor("x", x, ndim=(3,), floating=True, shape_hint="[B, C, T] float series")
         if sfreq is not None:
-            if not isinstance(sfreq, (int, float)) or isinstance(sfreq, bool) or not sfreq > 0:
+            if not isinstance(sfreq, numbers.Real) or isinstance(sfreq, bool) or not sfreq > 0:
                 raise ValueError(f"sfreq must be a positive number of Hz, got {sfreq!r}")
             if float(sfreq) != self.sfreq:
                 x = resample_series(x, float(sfreq), self.sfreq)
@@ -324,6 +432,30 @@ class SeriesTokenizer(Tokenizer):
             kwargs["lengths"] = _check_lengths("lengths", lengths, x.shape[0], x.shape[-1])
         return x, kwargs
 
+    def read_file(self, path):
+        from . import io as zio
+
+        loaded = zio.load_series(path)
+        meta = {"source": str(loaded.path), "sfreq": repr(float(loaded.rate))}
+        if float(loaded.rate) != self.sfreq:
+            meta["notes"] = f"resampled {float(loaded.rate):g} Hz -> {self.sfreq:g} Hz"
+        names = loaded.extra.get("ch_names")
+        if names:
+            meta["ch_names"] = json.dumps(list(names))
+        return loaded.data[None], {"sfreq": float(loaded.rate)}, meta
+
+    def write_file(self, y, path, metadata=None):
+        from . import io as zio
+
+        names = (metadata or {}).get("ch_names")
+        y = _single_item(y)
+        if y.ndim == 1:
+            y = y[None]
+        ch_names = json.loads(names) if names else None
+        if ch_names is not None and len(ch_names) != y.shape[0]:
+            ch_names = None
+        return zio.save_series(path, y, self.sfreq, ch_names)
+
 
 # ---------------------------------------------------------------------------------------------- helpers
 
@@ -333,9 +465,27 @@ def resample_series(x: torch.Tensor, orig: float, target: float) -> torch.Tensor
     return resample(x, orig, target)
 
 
-def _to_unit_float(name: str, x: torch.Tensor, value_range: Tuple[float, float]) -> torch.Tensor:
+def _single_item(y) -> torch.Tensor:
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"expected a decoded tensor, got {describe(y)}")
+    if y.ndim < 2 or y.shape[0] != 1:
+        raise ValueError(f"write_file expects a batch of one item, got shape {tuple(y.shape)}")
+    return y[0].detach().cpu()
+
+
+def _to_unit_range(x: torch.Tensor, value_range: Tuple[float, float]) -> torch.Tensor:
+    """Map a float tensor from ``value_range`` to ``[0, 1]`` (uint8 is left alone)."""
     if x.dtype == torch.uint8:
-        return x.float() / 255.0
+        return x
+    lo, hi = value_range
+    return ((x.float() - lo) / (hi - lo)).clamp(0, 1)
+
+
+def _to_unit_float(name: str, x: torch.Tensor, value_range: Tuple[float, float]) -> torch.Tensor:
+    """Check a float tensor lies in ``value_range``; uint8 ``[0, 255]`` is mapped onto ``value_range``."""
+    if x.dtype == torch.uint8:
+        lo, hi = value_range
+        return x.float() / 255.0 * (hi - lo) + lo
     if not x.is_floating_point():
         raise TypeError(f"{name} must be float in [{value_range[0]}, {value_range[1]}] or uint8, got dtype {x.dtype}")
     lo, hi = value_range

@@ -15,6 +15,10 @@ _INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 PathLike = Union[str, Path]
 
 
+class _OwnError(ValueError):
+    """A ValueError raised by ``Tokens.load`` itself (already names the file)."""
+
+
 @dataclass
 class Tokens:
     """Token ids of a batch.
@@ -154,7 +158,7 @@ class Tokens:
             if suffix == ".npz":
                 with np.load(path, allow_pickle=False) as data:
                     if "ids" not in data.files:
-                        raise ValueError(f"Tokens.load: {path} has no 'ids' array (found {sorted(data.files)})")
+                        raise _OwnError(f"Tokens.load: {path} has no 'ids' array (found {sorted(data.files)})")
                     ids = torch.from_numpy(np.array(data["ids"]))
                     lengths = torch.from_numpy(np.array(data["lengths"])) if "lengths" in data.files else None
                     metadata = json.loads(str(data["metadata"])) if "metadata" in data.files else {}
@@ -163,13 +167,16 @@ class Tokens:
                 with safe_open(str(path), framework="pt") as f:
                     keys = set(f.keys())
                     if "ids" not in keys:
-                        raise ValueError(f"Tokens.load: {path} has no 'ids' tensor (found {sorted(keys)})")
+                        raise _OwnError(f"Tokens.load: {path} has no 'ids' tensor (found {sorted(keys)})")
                     ids = f.get_tensor("ids")
                     lengths = f.get_tensor("lengths") if "lengths" in keys else None
                     meta = f.metadata() or {}
                 metadata = json.loads(meta.get("tokenzoo.metadata", "{}"))
             else:
-                raise ValueError(f"Tokens.load: unsupported file type {path.suffix!r} for {path}; use .npz or .safetensors")
-        except (OSError, EOFError) as exc:  # truncated or foreign files
-            raise ValueError(f"Tokens.load: cannot read {path}: {exc}") from exc
+                raise _OwnError(f"Tokens.load: unsupported file type {path.suffix!r} for {path}; "
+                                "use .npz or .safetensors")
+        except _OwnError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - truncated or foreign files (numpy/safetensors error types)
+            raise ValueError(f"Tokens.load: cannot read {path}: {type(exc).__name__}: {exc}") from exc
         return cls(ids, lengths, metadata)
