@@ -391,9 +391,18 @@ class BlockWiseSequencePacker(DictModule):
         _need(self.mode in ("full", "causal", "causal_last"), where,
               f"mask_mode must be full, causal or causal_last, got {self.mode!r}")
         self.emb_key, self.per_subseq = a["emb_packing_fn_write_key"], bool(a["per_subseq_embs"])
-        self.max_seq_len = a["max_seq_len"]
+        self.max_seq_len, self.pad_to_multiple = a["max_seq_len"], a["pad_to_multiple"]
         self.where = where
         self._mask_cache: Dict[Tuple, torch.Tensor] = {}
+
+    def reference_padded_length(self, lengths: Sequence[int]) -> int:
+        """Length of the reference's packed sequence for one image: padded to ``pad_to_multiple`` (flex_attention
+        needs multiples of 128) or to ``max_seq_len``. This implementation never pads (padding rows are fully
+        masked in the reference and change nothing)."""
+        n = sum(lengths)
+        if self.pad_to_multiple:
+            return int(self.pad_to_multiple) * math.ceil(n / int(self.pad_to_multiple))
+        return int(self.max_seq_len) if self.max_seq_len is not None else n
 
     def mask(self, lengths: Sequence[int], device) -> Optional[torch.Tensor]:
         if self.mode == "full":
@@ -977,11 +986,11 @@ class FlexTok(ImageTokenizer):
 
     def _encode(self, images: torch.Tensor, num_tokens: Optional[int] = None,
                 chunk_size: Optional[int] = None) -> Tokens:
-        ids = []
-        step = chunk_size or images.shape[0]
-        for s in range(0, images.shape[0], step):
-            d = self.encoder_forward(self.encode_latents(images[s:s + step]))
-            ids.append(d[self.keys["tokens"]])
+        # One image at a time: images never interact, but batched convolutions and GEMMs round differently
+        # with the batch size (~1e-6), which could flip an FSQ rounding; per-image passes make an image's tokens
+        # independent of its batch. ``chunk_size`` is accepted for symmetry with decode (memory is per image).
+        ids = [self.encoder_forward(self.encode_latents(images[i:i + 1]))[self.keys["tokens"]]
+               for i in range(images.shape[0])]
         ids = torch.cat(ids, dim=0)
         if num_tokens is not None:
             ids = ids[:, :num_tokens]
@@ -1104,7 +1113,8 @@ class FlexTok(ImageTokenizer):
         for s in range(0, b, step):
             sl = slice(s, s + step)
             lat = self.sample_latents(codes[sl], keep_k[sl], noise[sl], num_steps, guidance_scale, guidance, verbose)
-            out.append(self.decode_latents(lat))
+            # the VAE decoder image by image: its batched convolutions round differently per batch size (~4e-5)
+            out.extend(self.decode_latents(lat[i:i + 1]) for i in range(lat.shape[0]))
         return torch.cat(out, dim=0)
 
     # ------------------------------------------------------------------ loading
