@@ -14,6 +14,7 @@ Statistics: :class:`CodebookStats`, :class:`StatsAccumulator`. Originals' buffer
 from .base import Quantizer, QuantizerOutput
 from .bsq import BSQ, BSQConfig
 from .convert import LAYOUTS, convert_state, load_state_from
+from .factory import KINDS, build_quantizer, quantizer_spec
 from .fsq import FSQ, FSQConfig
 from .residual import ResidualFSQ, ResidualFSQConfig, ResidualVQ, ResidualVQConfig
 from .stats import CodebookStats, StatsAccumulator, histogram
@@ -23,4 +24,5 @@ __all__ = [
     "BSQ", "BSQConfig", "CodebookStats", "FSQ", "FSQConfig", "Quantizer", "QuantizerOutput",
     "ResidualFSQ", "ResidualFSQConfig", "ResidualVQ", "ResidualVQConfig", "StatsAccumulator",
     "VQ", "VQConfig", "LAYOUTS", "convert_state", "histogram", "load_state_from", "nearest_code",
+    "KINDS", "build_quantizer", "quantizer_spec",
 ]

@@ -231,12 +231,17 @@ class VQ(Quantizer):
         x = self._project_in(x)
         if self.config.normalized:
             x = _normalize(x)
-        if update and not self.initted:
-            data = x.detach()[None]
-            self.codebook.init_embed_(data, mask=None if mask is None else mask[None])
+        # a batch whose vectors are all masked out has nothing to fit: it updates nothing, except that with
+        # synchronisation every process must still take part in the collective calls
+        has_data = mask is None or bool(mask.any())
+        participate = update and (has_data or self.codebook.use_ddp)
         if not self.initted:
-            raise RuntimeError("VQ codebook is not initialised (kmeans_init=True and no training forward has run "
-                               "yet); run a forward pass in training mode or load a codebook with load_codebook")
+            if participate:
+                self.codebook.init_embed_(x.detach()[None], mask=None if mask is None else mask[None])
+            elif not update:
+                raise RuntimeError("VQ codebook is not initialised (kmeans_init=True and no training forward has "
+                                   "run yet); run a forward pass in training mode or load a codebook with "
+                                   "load_codebook")
         embed = self.codes()
         ids = nearest_code(x.detach(), embed.detach(), self.config.distance)
         q = F.embedding(ids, embed)
@@ -245,7 +250,7 @@ class VQ(Quantizer):
             losses["commitment"] = masked_mse(x, q.detach(), mask) * self.config.commitment_weight
         if not self.config.ema and self.config.codebook_weight > 0:
             losses["codebook"] = masked_mse(x.detach(), q, mask) * self.config.codebook_weight
-        if update:
+        if participate:
             self.codebook.update_indices(x.detach()[None], ids[None], mask=None if mask is None else mask[None])
         # straight-through only when the input needs a gradient: otherwise the exact codes (x + (q - x) is not
         # bit-exactly q), so decode(encode(z)) == forward(z).quantized

@@ -119,3 +119,33 @@ def test_commitment_loss_value_and_weight():
     assert torch.allclose(out.loss, expect)
     none = VQ(dim=4, codebook_size=5, commitment_weight=0.0).eval()(z)
     assert none.losses == {} and float(none.loss) == 0.0
+
+
+def test_fully_masked_batch_changes_nothing():
+    torch.manual_seed(5)
+    q = VQ(dim=3, codebook_size=4, decay=0.5)
+    q.load_codebook(torch.randn(4, 3))
+    before = {k: v.clone() for k, v in q.state_dict().items()}
+    out = q.train()(torch.randn(2, 5, 3), mask=torch.zeros(2, 5, dtype=torch.bool))
+    assert all(torch.equal(before[k], v) for k, v in q.state_dict().items())
+    assert int(out.stats.total) == 0 and float(out.losses["commitment"]) == 0.0
+    km = VQ(dim=3, codebook_size=4, kmeans_init=True).train()
+    km(torch.randn(6, 3), mask=torch.zeros(6, dtype=torch.bool))
+    assert not km.initted                                       # waits for real data
+    km(torch.randn(6, 3), mask=torch.tensor([True, True, True, True, False, False]))
+    assert km.initted
+
+
+def test_dead_code_replacements_come_from_unmasked_vectors_only():
+    torch.manual_seed(6)
+    q = VQ(dim=2, codebook_size=4, threshold_ema_dead_code=1.0, decay=0.5)
+    q.load_codebook(torch.tensor([[0.0, 0.0], [1.0, 1.0], [50.0, 50.0], [60.0, 60.0]]),
+                    cluster_size=torch.tensor([5.0, 5.0, 0.0, 0.0]))
+    real = torch.randn(8, 2) * 0.1
+    pad = torch.full((8, 2), -7.0)
+    z = torch.stack([torch.cat([real[:4], pad[:4]]), torch.cat([real[4:], pad[4:]])])  # [2, 8, 2]
+    mask = torch.zeros(2, 8, dtype=torch.bool)
+    mask[:, :4] = True
+    q.train()(z, mask=mask)
+    for c in (2, 3):
+        assert ((real - q.embed[c]).abs().max(dim=1).values < 1e-6).any()
