@@ -20,7 +20,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from vector_quantize_pytorch.vector_quantize_pytorch import Codebook
+from vector_quantize_pytorch.vector_quantize_pytorch import (Codebook, batched_sample_vectors, noop,
+                                                           sample_vectors_distributed)
 
 from ..config import ConfigBase
 from ..validation import check_choice, check_positive_int
@@ -79,8 +80,9 @@ class VQConfig(ConfigBase):
         (0 disables expiry).
     commitment_weight: weight of ``mse(z, sg[q])``; codebook_weight: weight of ``mse(sg[z], q)`` (non-EMA only).
     sync: synchronise k-means init, EMA statistics and dead-code replacement across ``torch.distributed``
-        processes; ``None`` = automatically when a process group with more than one process exists when the
-        module is built.
+        processes; ``None`` = automatically whenever a process group with more than one process is initialised
+        at the time of a training step (so a model built before ``init_process_group`` / ``Accelerator()`` still
+        synchronises).
     """
 
     dim: int = 256
@@ -160,9 +162,6 @@ class VQ(Quantizer):
         if not isinstance(config, VQConfig):
             raise TypeError(f"config must be a VQConfig, got {type(config).__name__}")
         self.config = config
-        sync = config.sync
-        if sync is None:
-            sync = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         self.codebook = Codebook(
             dim=config.code_dim,
             codebook_size=config.codebook_size,
@@ -173,7 +172,7 @@ class VQ(Quantizer):
             decay=config.decay,
             eps=config.eps,
             threshold_ema_dead_code=config.threshold_ema_dead_code,
-            use_ddp=bool(sync),
+            use_ddp=self._want_sync(),
             learnable_codebook=not config.ema,
             ema_update=config.ema,
             use_cosine_sim=config.normalized,
@@ -184,6 +183,24 @@ class VQ(Quantizer):
         else:
             self.project_in = None
             self.project_out = None
+
+    def _want_sync(self) -> bool:
+        if self.config.sync is not None:
+            return bool(self.config.sync)
+        return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+    def _refresh_sync(self) -> None:
+        # the library fixes its collective functions at construction; re-point them when the process-group state
+        # changed since (same choice as the library's Codebook.__init__ makes for use_ddp / sync_kmeans)
+        want = self._want_sync()
+        cb = self.codebook
+        if cb.use_ddp == want:
+            return
+        cb.use_ddp = want
+        cb.sample_fn = sample_vectors_distributed if want else batched_sample_vectors
+        cb.replace_sample_fn = sample_vectors_distributed if want else batched_sample_vectors
+        cb.kmeans_all_reduce_fn = dist.all_reduce if want else noop
+        cb.all_reduce_fn = dist.all_reduce if want else noop
 
     # ------------------------------------------------------------------ properties
     @property
@@ -233,6 +250,8 @@ class VQ(Quantizer):
             x = _normalize(x)
         # a batch whose vectors are all masked out has nothing to fit: it updates nothing, except that with
         # synchronisation every process must still take part in the collective calls
+        if update:
+            self._refresh_sync()
         has_data = mask is None or bool(mask.any())
         participate = update and (has_data or self.codebook.use_ddp)
         if not self.initted:

@@ -22,6 +22,8 @@ def _init_codebook():
 def _worker(rank, world, init_file, out_dir):
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
+    early = VQ(dim=3, codebook_size=5, decay=0.9)            # built before the process group exists
+    early.load_codebook(_init_codebook())
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         torch.manual_seed(rank)                               # local RNGs differ on purpose
@@ -31,18 +33,20 @@ def _worker(rank, world, init_file, out_dir):
         ema = VQ(dim=3, codebook_size=5, decay=0.9)
         ema.load_codebook(_init_codebook())
         ema.train()(x)
+        early.train()(x)
         acc = StatsAccumulator(5)
         acc.update(ema.eval().encode(x))
         local = acc.compute().counts.clone()
         acc.all_reduce()
         torch.save({"km_embed": km.embed.clone(), "km_initted": km.initted, "km_sync": km.codebook.use_ddp,
-                    "ema_embed": ema.embed.clone(), "ema_cs": ema.codebook.cluster_size.clone(),
+                    "ema_embed": ema.embed.clone(), "early_embed": early.embed.clone(), "ema_cs": ema.codebook.cluster_size.clone(),
                     "local_counts": local, "counts": acc.compute().counts},
                    os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow  # ~6 s on an idle 2-core machine (two interpreter start-ups), more when the CPU is shared
 def test_two_process_gloo_sync(tmp_path):
     if not dist.is_available():
         pytest.skip("torch.distributed is not available in this build")
@@ -54,6 +58,7 @@ def test_two_process_gloo_sync(tmp_path):
     assert torch.equal(r0["km_embed"], r1["km_embed"])
     # EMA: identical on both ranks and equal to one process updating on the union of the data
     assert torch.equal(r0["ema_embed"], r1["ema_embed"])
+    assert torch.equal(r0["early_embed"], r0["ema_embed"]) and torch.equal(r1["early_embed"], r0["ema_embed"])
     single = VQ(dim=3, codebook_size=5, decay=0.9)
     single.load_codebook(_init_codebook())
     single.train()(torch.cat([_data(0), _data(1)]))
