@@ -130,7 +130,7 @@ def test_video_validation():
     _raises(ValueError, lambda: tok.encode(torch.zeros(1, 3, 8, 8)), "video must have 5 dimensions", "[B, 3, F, H, W]")
     _raises(ValueError, lambda: tok.encode(torch.zeros(1, 4, 2, 8, 8)), "video must have 3 channels")
     _raises(ValueError, lambda: tok.encode(torch.full((1, 3, 2, 4, 4), 1.5)), "video values must lie in [0.0, 1.0]")
-    assert tok.encode(torch.rand(1, 3, 2, 4, 4)).ids.shape == (1, 96)
+    assert tok.encode(torch.rand(1, 3, 2, 4, 4)).ids.shape == (1, 3, 2, 4, 4)
 
 
 # ---------------------------------------------------------------------------------------------- series

@@ -29,7 +29,7 @@ class ToyVideoConfig(ConfigBase):
 
 
 class ToyVideo(VideoTokenizer):
-    """One token per pixel and channel of every second frame (4 bits)."""
+    """One token per pixel and channel of every frame (``levels`` grey levels); ids keep the video layout."""
 
     family = "toy-video"
     config_class = ToyVideoConfig
@@ -40,9 +40,9 @@ class ToyVideo(VideoTokenizer):
 
     def _encode(self, video):
         ids = (video * (self.config.levels - 1)).round().long()
-        return Tokens(ids.flatten(1))
+        return Tokens(ids)
 
-    def _decode(self, tokens, shape: Tuple[int, ...] = ()):
+    def _decode(self, tokens):
         return tokens.ids.float() / (self.config.levels - 1)
 
 
