@@ -91,8 +91,8 @@ class FSQ(Quantizer):
         ids = idx[0].long()
         codes = self._decode(ids)
         # the library's straight-through round (z + (round(z) - z).detach()) is not bit-exactly round(z): use it
-        # only when a gradient must reach the input
-        st = out[0].float() if x.requires_grad else codes
+        # only when a gradient is needed (by the input or by the projections)
+        st = out[0].float() if out.requires_grad else codes
         return codes, st, ids, {}
 
     def _decode(self, ids):

@@ -245,7 +245,7 @@ class ResidualFSQ(_ResidualBase):
             self.rfsq.train(was_training)
         ids = idx[0].long()
         codes = self._decode(ids)
-        st = out[0].float() if x.requires_grad else codes
+        st = out[0].float() if out.requires_grad else codes
         return codes, st, ids, {}
 
     def _decode(self, ids):
