@@ -7,6 +7,8 @@
     tokenzoo encode NAME INPUT... -o TOKENS [--format npz|safetensors] [--option KEY=VALUE ...]
     tokenzoo decode NAME TOKENS... -o OUTPUT [--option KEY=VALUE ...] [--seed N]
     tokenzoo bench NAME... --data DIR --out DIR
+    tokenzoo tokenize NAME --data DIR... --out DIR      (zoo.tokenize: sharded corpus tokenization)
+    tokenzoo train ...                                 (zoo.train, when it provides a command line)
     tokenzoo demo
 
 ``NAME`` is a registry name (``tokenzoo list``), a folder written by ``save_pretrained``, or a Hub repo id.
@@ -379,6 +381,28 @@ def cmd_demo(args) -> int:
 
 # ---------------------------------------------------------------------------------------------- parser
 
+# Commands whose options live in their own module: ``add_arguments(parser)`` + ``run_from_args(args)``.
+# The module is imported only when its command runs, so the other commands stay quick.
+DELEGATED = {
+    "tokenize": ("zoo.tokenize", "tokenize a corpus into token shards (see docs/tokenize.md)"),
+    "train": ("zoo.train", "train a tokenizer with the shared accelerate loop (see docs/training.md)"),
+}
+
+
+def _run_delegated(command: str, rest: Sequence[str]) -> int:
+    import importlib
+
+    module_name, _ = DELEGATED[command]
+    module = importlib.import_module(module_name)
+    if not (callable(getattr(module, "add_arguments", None)) and callable(getattr(module, "run_from_args", None))):
+        raise UsageError(f"'tokenzoo {command}' is not available in this version ({module_name} has no command line "
+                         "yet); use its Python API")
+    parser = _Parser(prog=f"tokenzoo {command}", description=DELEGATED[command][1])
+    module.add_arguments(parser)
+    args = parser.parse_args(list(rest))
+    return int(module.run_from_args(args) or 0)
+
+
 def _add_model_options(p):
     p.add_argument("--revision", help="Hub branch, tag or commit sha")
     p.add_argument("--cache-dir", help="Hugging Face cache folder (default: the HF_HUB_CACHE / HF_HOME one)")
@@ -439,6 +463,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_bench)
 
+    for command, (_, help_text) in DELEGATED.items():
+        p = sub.add_parser(command, help=help_text, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=lambda args, command=command: _run_delegated(command, args.rest))
+
     p = sub.add_parser("demo", help="show the registered models and run the bundled ones")
     p.set_defaults(func=cmd_demo)
     return parser
@@ -461,9 +490,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     debug = os.environ.get("TOKENZOO_DEBUG", "") not in ("", "0")
     try:
-        args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+        argv = list(sys.argv[1:] if argv is None else argv)
+        if argv and argv[0] in DELEGATED:  # its own options, parsed by its own module's parser
+            return _run_delegated(argv[0], argv[1:])
+        args = parser.parse_args(argv)
         if getattr(args, "func", None) is None:
-            raise UsageError("a command is required: list, info, encode, decode, bench or demo "
+            raise UsageError("a command is required: list, info, encode, decode, bench, tokenize, train or demo "
                              "(see 'tokenzoo --help')")
         return int(args.func(args) or 0)
     except SystemExit as exc:  # --help / --version

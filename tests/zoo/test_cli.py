@@ -218,3 +218,34 @@ def test_console_script_in_a_subprocess_offline(tmp_path, toy_families):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"tokenzoo: error: cannot read tokens file "
                                                 f"{tmp_path / 'missing.npz'}: no such file"]
+
+
+def test_bench_and_tokenize_commands(models, tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        _stereo_wav(data / f"s{i}.wav", sr=24000, n=2400 + 240 * i)
+    assert main(["bench", models["audio"], "--data", str(data), "--out", str(tmp_path / "rep"), "--metrics",
+                 "si_sdr", "--limit", "1", "-q"]) == 0
+    assert "si_sdr" in capsys.readouterr().out and (tmp_path / "rep" / "report.html").is_file()
+    assert main(["bench", models["audio"], "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")]) == 2
+    assert main(["tokenize", models["audio"], "--data", str(data), "--out", str(tmp_path / "shards"),
+                 "--no-progress"]) == 0
+    assert "tokenized 2 files" in capsys.readouterr().out
+    assert main(["tokenize", models["audio"]]) == 2
+    assert "required: --data, --out" in capsys.readouterr().err
+
+
+def test_delegated_command_mechanism(tmp_path, monkeypatch, capsys):
+    from zoo import cli
+
+    (tmp_path / "fake_cmd_module.py").write_text(
+        "def add_arguments(p):\n    p.add_argument('--n', type=int, required=True)\n"
+        "def run_from_args(args):\n    print('ran', args.n)\n    return 0\n")
+    (tmp_path / "bare_cmd_module.py").write_text("x = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(cli.DELEGATED, "train", ("fake_cmd_module", "fake"))
+    assert main(["train", "--n", "3"]) == 0 and "ran 3" in capsys.readouterr().out
+    assert main(["train", "--n", "x"]) == 2 and "invalid int value" in capsys.readouterr().err
+    monkeypatch.setitem(cli.DELEGATED, "train", ("bare_cmd_module", "bare"))
+    assert main(["train"]) == 2 and "is not available in this version" in capsys.readouterr().err
