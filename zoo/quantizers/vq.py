@@ -6,8 +6,9 @@ its training machinery (k-means initialisation, EMA updates with Laplace smoothi
 the nearest-code search: the library ranks codes by ``-cdist`` (``sqrt(clamp(|x|^2 + |e|^2 - 2 x.e, 1e-8))``),
 which merges near-ties below 1e-8 and rounds differently from the originals. Every original we reproduce
 (EnCodec/WavTokenizer, TiTok, TFM-Tokenizer) ranks by the expanded squared distance
-``|x|^2 - 2 x.e + |e|^2`` in float32 and takes the first index on ties, so that is what ``_nearest`` computes
-(in float32 whatever the input dtype); the ids are then handed to the library for its EMA/expiry update.
+``|x|^2 - 2 x.e + |e|^2`` in float32, summed in its own order, and takes the first index on ties, so that is what
+:func:`nearest_code` computes (in float32 whatever the input dtype); the ids are then handed to the library for
+its EMA/expiry update.
 """
 
 from __future__ import annotations
@@ -38,12 +39,26 @@ def _normalize(t: torch.Tensor) -> torch.Tensor:
     return F.normalize(t, p=2, dim=-1, eps=1e-12)
 
 
-def nearest_code(x: torch.Tensor, embed: torch.Tensor, metric: str = "euclidean") -> torch.Tensor:
-    """Index of the nearest row of ``embed`` ``[K, D]`` for every row of ``x`` ``[N, D]``, float32.
+_FORMS = ("cross_first", "norms_first")
 
-    ``euclidean``: argmin of ``(|x|^2 - 2 x.e) + |e|^2``; ``cosine``: argmax of ``x.e`` (inputs expected
-    normalised). First index on ties (``torch.argmin``/``argmax`` semantics).
+
+def nearest_code(x: torch.Tensor, embed: torch.Tensor, metric: str = "euclidean",
+                 form: str = "cross_first") -> torch.Tensor:
+    """Index of the nearest row of ``embed`` ``[K, D]`` for every row of ``x`` ``[N, D]``, in float32.
+
+    ``euclidean`` ranks by the expanded squared distance, summed in the original's order so that float32 rounding
+    (and hence near-tie decisions) matches it bit for bit:
+
+    - ``form="cross_first"``: ``(|x|^2 - 2 x.e) + |e|^2`` -- EnCodec/WavTokenizer ``EuclideanCodebook.quantize``
+      and TFM-Tokenizer ``EMAVectorQuantizer.forward``;
+    - ``form="norms_first"``: ``(|x|^2 + |e|^2) - 2 x.e`` -- TiTok ``VectorQuantizer.forward``.
+
+    ``cosine`` ranks by ``x.e`` (inputs expected normalised). First index on ties (``argmin``/``argmax``).
     """
+    if metric not in ("euclidean", "cosine"):
+        raise ValueError(f"metric must be 'euclidean' or 'cosine', got {metric!r}")
+    if form not in _FORMS:
+        raise ValueError(f"form must be one of {list(_FORMS)}, got {form!r}")
     x = x.float()
     embed = embed.float()
     n = x.shape[0]
@@ -55,9 +70,11 @@ def nearest_code(x: torch.Tensor, embed: torch.Tensor, metric: str = "euclidean"
         xs = x[start:start + block]
         if metric == "cosine":
             out[start:start + block] = (xs @ e_t).argmax(dim=1)
-        else:
-            d = (xs.pow(2).sum(dim=1, keepdim=True) - 2 * (xs @ e_t)) + e2
-            out[start:start + block] = d.argmin(dim=1)
+            continue
+        x2 = xs.pow(2).sum(dim=1, keepdim=True)
+        cross = 2 * (xs @ e_t)
+        d = (x2 - cross) + e2 if form == "cross_first" else (x2 + e2) - cross
+        out[start:start + block] = d.argmin(dim=1)
     return out
 
 
@@ -72,6 +89,8 @@ class VQConfig(ConfigBase):
     distance: ``"euclidean"`` (squared L2) or ``"cosine"`` (inputs and codes l2-normalised, max dot product).
     l2_normalize: l2-normalise inputs and codes before a euclidean search (TiTok ``use_l2_norm``); the stored
         codebook rows stay unnormalised and are normalised on lookup.
+    distance_form: summation order of the expanded squared distance, ``"cross_first"`` (EnCodec/WavTokenizer,
+        TFM) or ``"norms_first"`` (TiTok); see :func:`nearest_code`. Only float32 rounding differs.
     ema: update the codebook by exponential moving averages (EnCodec/WavTokenizer/TFM); otherwise the codebook
         is an ``nn.Parameter`` trained by the ``codebook`` loss (TiTok).
     decay, eps: EMA decay and Laplace-smoothing epsilon.
@@ -90,6 +109,7 @@ class VQConfig(ConfigBase):
     codebook_dim: Optional[int] = None
     distance: str = "euclidean"
     l2_normalize: bool = False
+    distance_form: str = "cross_first"
     ema: bool = True
     decay: float = 0.99
     eps: float = 1e-5
@@ -106,6 +126,7 @@ class VQConfig(ConfigBase):
         if self.codebook_dim is not None:
             check_positive_int("VQConfig.codebook_dim", self.codebook_dim)
         check_choice("VQConfig.distance", self.distance, ("euclidean", "cosine"))
+        check_choice("VQConfig.distance_form", self.distance_form, _FORMS)
         check_positive_int("VQConfig.kmeans_iters", self.kmeans_iters, allow_zero=True)
         if not 0.0 <= float(self.decay) < 1.0:
             raise ValueError(f"VQConfig.decay must be in [0, 1), got {self.decay}")
@@ -262,7 +283,7 @@ class VQ(Quantizer):
                                    "run yet); run a forward pass in training mode or load a codebook with "
                                    "load_codebook")
         embed = self.codes()
-        ids = nearest_code(x.detach(), embed.detach(), self.config.distance)
+        ids = nearest_code(x.detach(), embed.detach(), self.config.distance, self.config.distance_form)
         q = F.embedding(ids, embed)
         losses: Dict[str, torch.Tensor] = {}
         if self.config.commitment_weight > 0:
@@ -387,14 +408,19 @@ class VQ(Quantizer):
         """Build an EMA euclidean VQ from EnCodec/WavTokenizer codebook buffers.
 
         Defaults follow EnCodec's ``ResidualVectorQuantizer`` as WavTokenizer builds it: decay 0.99, eps 1e-5,
-        k-means init, dead-code threshold 2, commitment weight 1; ``overrides`` replace any VQConfig field.
+        k-means init with 200 iterations (WavTokenizer's ``vq_kmeans``; EnCodec's own default is 50), dead-code
+        threshold 2, commitment weight 1; ``overrides`` replace any VQConfig field. Dimensions come from the
+        stored ``embed`` shape.
         """
         converted = cls.convert_encodec_state(state, prefix)
         K, D = converted["codebook.embed"].shape[1:]
         cfg = dict(dim=D, codebook_size=K, distance="euclidean", ema=True, decay=0.99, eps=1e-5,
-                   kmeans_init=True, kmeans_iters=50, threshold_ema_dead_code=2.0, commitment_weight=1.0)
+                   kmeans_init=True, kmeans_iters=200, threshold_ema_dead_code=2.0, commitment_weight=1.0)
         cfg.update(overrides)
         return cls(VQConfig(**cfg))._load_converted(converted)
+
+    #: alias (the name the family briefs use)
+    from_encodec_ema_state = from_encodec_state
 
     @classmethod
     def from_ema_embedding_state(cls, state: Mapping[str, torch.Tensor], prefix: str = "", **overrides) -> "VQ":
@@ -411,11 +437,13 @@ class VQ(Quantizer):
                              l2_normalize: bool = False, **overrides) -> "VQ":
         """Build a learned-codebook VQ (no EMA) from an ``nn.Embedding`` codebook, e.g. TiTok's quantizer.
 
-        TiTok: ``l2_normalize=use_l2_norm``, commitment weight = ``commitment_cost`` (0.25), codebook weight 1.
+        TiTok: ``l2_normalize=use_l2_norm``, commitment weight = ``commitment_cost`` (0.25), codebook weight 1,
+        distances summed as TiTok does (``distance_form="norms_first"``).
         """
         converted = cls.convert_embedding_state(state, prefix)
         K, D = converted["codebook.embed"].shape[1:]
-        cfg = dict(dim=D, codebook_size=K, distance="euclidean", l2_normalize=l2_normalize, ema=False,
+        cfg = dict(dim=D, codebook_size=K, distance="euclidean", distance_form="norms_first",
+                   l2_normalize=l2_normalize, ema=False,
                    kmeans_init=False, threshold_ema_dead_code=0.0, commitment_weight=0.25, codebook_weight=1.0)
         cfg.update(overrides)
         return cls(VQConfig(**cfg))._load_converted(converted)

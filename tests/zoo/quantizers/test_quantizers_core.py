@@ -229,3 +229,26 @@ def test_low_precision_model_keeps_quantizer_float32_and_decode_dtype():
         q.decode(ids, dtype=torch.long)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert torch.equal(model[0](z).ids, ids)
+
+
+def test_distance_forms_follow_the_originals_summation_order():
+    from zoo.quantizers import nearest_code
+
+    # codes at exactly equal true distance from x (coordinate permutations / reflections of one offset): only
+    # float32 rounding decides, and it depends on the summation order
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(300, 4, generator=g) * 20 - 10
+    d = torch.randn(300, 4, generator=g)
+    e = torch.cat([x + d, x + d[:, [1, 0, 3, 2]], x - d, x + d.flip(1)])      # 1200 codes
+    x2, e2, cross = x.pow(2).sum(1, keepdim=True), e.pow(2).sum(1), 2 * (x @ e.t())
+    encodec = -((x.pow(2).sum(1, keepdim=True) - 2 * x @ e.t()) + e.t().pow(2).sum(0, keepdim=True))
+    titok = (x2 + e2) - cross
+    cross_first, norms_first = nearest_code(x, e, form="cross_first"), nearest_code(x, e, form="norms_first")
+    assert torch.equal(cross_first, encodec.max(dim=-1).indices)
+    assert torch.equal(norms_first, titok.argmin(dim=1))
+    assert (cross_first != norms_first).any()                  # the order matters on such ties
+    with pytest.raises(ValueError, match="form must be one of"):
+        nearest_code(x, e, form="sqrt")
+    with pytest.raises(ValueError, match="distance_form"):
+        VQConfig(distance_form="other")
+    assert VQ.from_embedding_state({"embedding.weight": e}).config.distance_form == "norms_first"
