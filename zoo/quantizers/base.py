@@ -85,10 +85,11 @@ def _cast(t: torch.Tensor, dtype: Optional[torch.dtype]) -> torch.Tensor:
 class Quantizer(nn.Module):
     """Base class: ``forward(z, mask=None) -> QuantizerOutput``, ``encode(z) -> ids``, ``decode(ids) -> codes``.
 
-    Subclasses implement ``_quantize(x, mask, update) -> (codes, ids, losses)`` on flat float32 ``x`` of shape
-    ``[N, dim]`` (``ids`` ``[N]`` or ``[N, num_codebooks]``) and ``_decode(ids_flat) -> [N, dim]``; they
-    define ``codebook_size``, ``num_codebooks`` and ``dim``. ``_quantize`` returns ``codes`` (the exact
-    quantized values, float32) and a differentiable ``st`` tensor used when a gradient is needed.
+    Subclasses implement ``_quantize(x, mask, update) -> (codes, st, ids, losses)`` on flat float32 ``x`` of
+    shape ``[N, dim]`` (``mask`` ``[N]`` bool or None; ``update`` = training step: may change EMA / k-means
+    state), returning the exact quantized values ``codes`` ``[N, dim]``, the straight-through value ``st`` (used
+    when it requires a gradient), ``ids`` ``[N]`` or ``[N, num_codebooks]`` and a dict of losses; and
+    ``_decode(ids_flat) -> [N, dim]``. They define ``codebook_size``, ``num_codebooks`` and ``dim``.
     """
 
     #: ids carry a trailing codebook axis ([..., num_codebooks]) -- True for residual kinds
