@@ -107,22 +107,28 @@ class BSQ(Quantizer):
 
     def _quantize(self, x, mask, update):
         cfg = self.config
-        want_aux = update and (cfg.entropy_loss_weight > 0 or cfg.commitment_weight > 0)
         was_training = self.lfq.training
-        self.lfq.train(want_aux)
         try:
-            (out, idx, _), parts = self.lfq(x[None], inv_temperature=cfg.inv_temperature,
-                                            mask=None if mask is None else mask[None], return_loss_breakdown=True)
+            self.lfq.eval()                          # ids only: no [N, 2**bits] entropy computation
+            _, idx, _ = self.lfq(x[None])
+            ids = idx[0].long()
+            losses: Dict[str, torch.Tensor] = {}
+            if update and (cfg.entropy_loss_weight > 0 or cfg.commitment_weight > 0):
+                # The library's masked entropy flattens away its codebook axis (vector-quantize-pytorch 1.32:
+                # ``original_input[mask]`` then ``'b n ... -> (b n) ...'``), which zeroes the diversity term; every
+                # vector is independent, so the losses are computed on the real vectors alone instead.
+                real = x if mask is None else x[mask]
+                if real.shape[0] > 0:
+                    self.lfq.train()
+                    _, (per_sample, codebook_entropy, commit) = self.lfq(
+                        real[None], inv_temperature=cfg.inv_temperature, return_loss_breakdown=True)
+                    if cfg.entropy_loss_weight > 0:
+                        losses["entropy"] = (per_sample - cfg.diversity_gamma * codebook_entropy) * \
+                            cfg.entropy_loss_weight
+                    if cfg.commitment_weight > 0:
+                        losses["commitment"] = commit * cfg.commitment_weight
         finally:
             self.lfq.train(was_training)
-        ids = idx[0].long()
-        losses: Dict[str, torch.Tensor] = {}
-        if want_aux:
-            per_sample, codebook_entropy, commit = parts
-            if cfg.entropy_loss_weight > 0:
-                losses["entropy"] = (per_sample - cfg.diversity_gamma * codebook_entropy) * cfg.entropy_loss_weight
-            if cfg.commitment_weight > 0:
-                losses["commitment"] = commit * cfg.commitment_weight
         q = self.lfq.indices_to_codes(ids, project_out=False).float()
         h = self._prepare(x)
         st = self.lfq.project_out(h + (q - h).detach() if h.requires_grad else q)

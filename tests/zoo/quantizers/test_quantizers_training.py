@@ -149,3 +149,29 @@ def test_dead_code_replacements_come_from_unmasked_vectors_only():
     q.train()(z, mask=mask)
     for c in (2, 3):
         assert ((real - q.embed[c]).abs().max(dim=1).values < 1e-6).any()
+
+
+def test_bsq_losses_follow_mask_and_match_explicit_entropy():
+    from zoo.quantizers import BSQ
+
+    torch.manual_seed(7)
+    bits, inv_t = 4, 3.0
+    q = BSQ(bits=bits, entropy_loss_weight=0.5, diversity_gamma=1.5, inv_temperature=inv_t,
+            commitment_weight=0.25).train()
+    z = torch.randn(2, 6, bits)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    mask[1, 2:] = False
+    masked = q(z, mask=mask).losses
+    real = q(z[mask]).losses
+    for k in ("entropy", "commitment"):
+        assert torch.allclose(masked[k], real[k])
+    # explicit: soft assignment over all 2**bits unit codes at inv_temperature, entropies in nats
+    x = torch.nn.functional.normalize(z[mask], dim=-1)
+    codes = q.decode(torch.arange(2 ** bits))
+    p = (2 * inv_t * x @ codes.t()).softmax(-1)
+    h = lambda t: -(t * t.clamp(min=1e-5).log()).sum(-1)
+    expect = 0.5 * (h(p).mean() - 1.5 * h(p.mean(0)))
+    assert torch.allclose(masked["entropy"], expect, atol=1e-5)
+    commit = 0.25 * ((x - q.decode(q.encode(z[mask]))) ** 2).mean()
+    assert torch.allclose(masked["commitment"], commit, atol=1e-6)
+    assert q.eval()(z).losses == {}                             # inference computes no losses
