@@ -21,6 +21,8 @@ the caller's decoder runs in.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import math
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
@@ -118,6 +120,18 @@ class Quantizer(nn.Module):
             return fn(t)
 
         return super()._apply(keep_float32, *args, **kwargs)
+
+    @property
+    def bits_per_token(self) -> float:
+        """``num_codebooks * log2(codebook_size)``: bits of one position's ids."""
+        return self.num_codebooks * math.log2(self.codebook_size)
+
+    def all_codes(self) -> torch.Tensor:
+        """Every code, ``[codebook_size, dim]`` float32, row ``i`` = ``decode(i)`` (single-codebook kinds)."""
+        if self.has_codebook_axis:
+            raise ValueError(f"{type(self).__name__} has {self.num_codebooks} codebooks; decode per level instead")
+        device = next(itertools.chain(self.parameters(), self.buffers()), torch.empty(0)).device
+        return self.decode(torch.arange(self.codebook_size, device=device))
 
     # ------------------------------------------------------------------ checks
     def _check_z(self, z, name: str = "z") -> torch.Tensor:

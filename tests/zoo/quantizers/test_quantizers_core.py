@@ -252,3 +252,19 @@ def test_distance_forms_follow_the_originals_summation_order():
     with pytest.raises(ValueError, match="distance_form"):
         VQConfig(distance_form="other")
     assert VQ.from_embedding_state({"embedding.weight": e}).config.distance_form == "norms_first"
+
+
+def test_all_codes_and_bits_per_token():
+    from zoo.quantizers import ResidualVQ
+
+    q = VQ(dim=3, codebook_size=8, l2_normalize=True).eval()
+    assert torch.allclose(q.all_codes(), F.normalize(q.embed, dim=-1))
+    assert q.bits_per_token == 3.0
+    f = FSQ(levels=[8, 8, 8, 5, 5, 5])
+    assert f.all_codes().shape == (64000, 6) and abs(f.bits_per_token - 15.965784284662087) < 1e-12
+    assert torch.equal(f.codes_to_ids(f.all_codes()), torch.arange(64000))
+    assert BSQ(bits=14).bits_per_token == 14.0
+    r = ResidualVQ(vq=VQConfig(dim=3, codebook_size=16), num_quantizers=4)
+    assert r.bits_per_token == 16.0
+    with pytest.raises(ValueError, match="decode per level"):
+        r.all_codes()
