@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from zoo.config import ConfigBase
 
-__all__ = ["FlexTokConfig", "ALLOWED_TARGETS", "VAE_BASE_CONFIG", "official_config", "module_list_from_dict",
+__all__ = ["FlexTokConfig", "FlexTokVAEConfig", "ALLOWED_TARGETS", "VAE_BASE_CONFIG", "official_config", "module_list_from_dict",
            "module_dict_from_list"]
 
 _P = "flextok.model."
@@ -394,3 +394,25 @@ def _infer_image_size(official: Dict[str, Any], autoencoder: Dict[str, Any]) -> 
     if patch is None or posemb is None or len(set(int(a) * int(b) for a, b in zip(posemb, patch))) != 1:
         return 256  # the size every release was trained at (paper, model cards)
     return int(posemb[0]) * int(patch[0]) * factor
+
+
+@dataclass
+class FlexTokVAEConfig(ConfigBase):
+    """A stand-alone FlexTok VAE release (``EPFL-VILAB/flextok_vae_c{4,8,16}``): a diffusers ``AutoencoderKL``.
+
+    autoencoder: its diffusers config; scaling_factor: None = the one in that config; component: always "vae"
+    (tells the ``flextok`` family loader that this folder is the VAE alone).
+    """
+
+    autoencoder: Dict[str, Any] = field(default_factory=lambda: {**_vae_base(16), "scaling_factor": 1.0})
+    scaling_factor: Optional[float] = None
+    image_size: int = 256
+    component: str = "vae"
+
+    def __post_init__(self):
+        if not isinstance(self.autoencoder, dict) or "latent_channels" not in self.autoencoder:
+            raise ValueError("FlexTokVAEConfig.autoencoder must be an AutoencoderKL config with latent_channels")
+        if self.component != "vae":
+            raise ValueError(f"FlexTokVAEConfig.component must be 'vae', got {self.component!r}")
+        if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size <= 0:
+            raise ValueError(f"FlexTokVAEConfig.image_size must be a positive int, got {self.image_size!r}")

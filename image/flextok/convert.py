@@ -24,7 +24,7 @@ from zoo.registry import load_state_strict
 
 from .config import ALLOWED_TARGETS, FlexTokConfig
 
-__all__ = ["read_release", "resolve_vae_config", "convert_state_dict", "load_official_flextok",
+__all__ = ["load_official_vae", "read_release", "resolve_vae_config", "convert_state_dict", "load_official_flextok",
            "TRAINING_ONLY_KEYS", "parse_metadata_config"]
 
 PathLike = Union[str, Path]
@@ -192,6 +192,9 @@ def load_official_flextok(*paths: PathLike, vae_config: Optional[Union[PathLike,
         raise TypeError(f"unexpected keyword arguments for the FlexTok loader: {sorted(unused)}")
     if not paths:
         raise ValueError("load_official('flextok', ...) needs the release folder or its files")
+    vae_weights = _diffusers_vae_weights(paths)
+    if vae_weights is not None:
+        return load_official_vae(*paths, device=device)
     official, tensors, folder = read_release(*paths)
     if vae_config is None:
         autoencoder = resolve_vae_config(official.get("vae") or {}, folder, local_files_only=local_files_only,
@@ -205,6 +208,54 @@ def load_official_flextok(*paths: PathLike, vae_config: Optional[Union[PathLike,
     model = FlexTok(config)
     state = convert_state_dict(tensors)
     load_state_strict(model, state, source=str(folder))
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model
+
+
+VAE_WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+
+
+def _diffusers_vae_weights(paths) -> Optional[Path]:
+    """The diffusers VAE weights among ``paths`` (a flextok_vae_c* folder or its files), else None."""
+    for p in paths:
+        if p is None or not isinstance(p, (str, Path)):
+            continue
+        p = Path(p).expanduser()
+        if p.is_dir() and (p / VAE_WEIGHTS_NAME).is_file() and not (p / "model.safetensors").exists():
+            return p / VAE_WEIGHTS_NAME
+        if p.name == VAE_WEIGHTS_NAME:
+            return p
+    return None
+
+
+def load_official_vae(*paths: PathLike, device=None):
+    """A stand-alone FlexTok VAE release (diffusers ``config.json`` + ``diffusion_pytorch_model.safetensors``)."""
+    from .config import FlexTokVAEConfig
+    from .model import FlexTokVAE
+
+    weights = _diffusers_vae_weights(paths)
+    config_path = None
+    for p in paths:
+        p = Path(p).expanduser()
+        if p.is_dir() and (p / "config.json").is_file():
+            config_path = p / "config.json"
+        elif p.suffix == ".json":
+            config_path = p
+    if config_path is None and (weights.parent / "config.json").is_file():
+        config_path = weights.parent / "config.json"
+    if config_path is None:
+        raise ValueError(f"a FlexTok VAE release needs its config.json beside {weights}")
+    autoencoder = _read_json(config_path)
+    if autoencoder.get("_class_name", "AutoencoderKL") != "AutoencoderKL" or "latent_channels" not in autoencoder:
+        raise ValueError(f"{config_path} is not a diffusers AutoencoderKL config (the FlexTok VAE format)")
+    if not weights.is_file():
+        raise FileNotFoundError(f"FlexTok VAE weights not found: {weights}")
+    tensors, _ = _read_tensors(weights)
+    model = FlexTokVAE(FlexTokVAEConfig(autoencoder=autoencoder))
+    state = {f"vae.vae.{k}": v for k, v in tensors.items()}
+    load_state_strict(model, state, source=str(weights))
     model.eval()
     if device is not None:
         model.to(device)

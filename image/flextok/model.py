@@ -31,9 +31,9 @@ from zoo.tokenizer import ImageTokenizer, TokenizerSpec
 from zoo.tokens import Tokens
 from zoo.validation import check_choice, check_tensor, describe
 
-from .config import FUNCTION_TARGETS, MODULE_TARGETS, FlexTokConfig
+from .config import FUNCTION_TARGETS, MODULE_TARGETS, FlexTokConfig, FlexTokVAEConfig
 
-__all__ = ["FlexTok", "build_module", "build_2d_sincos_posemb", "timestep_embedding", "patchify", "unpatchify",
+__all__ = ["FlexTok", "FlexTokVAE", "build_module", "build_2d_sincos_posemb", "timestep_embedding", "patchify", "unpatchify",
            "apg_guidance", "cfg_guidance"]
 
 # ============================================================================================== helpers
@@ -872,9 +872,11 @@ class FlexTok(ImageTokenizer):
         super().__init__(config)
         if config.scaling_factor is None:
             raise ValueError("FlexTok config has no VAE scaling factor")
+        # encoder/decoder first: a config error surfaces before the (large) VAE is built
+        encoder = Sequential(config.encoder, "encoder")
+        decoder = Sequential(config.decoder, "decoder")
         self.vae = VAE(config.autoencoder, config.scaling_factor)
-        self.encoder = Sequential(config.encoder, "encoder")
-        self.decoder = Sequential(config.decoder, "decoder")
+        self.encoder, self.decoder = encoder, decoder
         reg = config.regularizer
         self.regularizer = FSQ(levels=config.levels)
         self.keys = {
@@ -923,22 +925,9 @@ class FlexTok(ImageTokenizer):
 
     # ------------------------------------------------------------------ validation
     def prepare_input(self, images, num_tokens=None, chunk_size=None, **kwargs):
-        images = check_tensor("images", images, ndim=(4,), shape_hint="[B, 3, H, W] in [-1, 1] or uint8")
-        if images.dtype == torch.uint8:
-            images = images.float() / 255.0 * 2.0 - 1.0
-        elif not images.is_floating_point():
-            raise TypeError(f"images must be float in [-1, 1] or uint8, got dtype {images.dtype}")
-        else:
-            lo, hi = float(images.min()), float(images.max())
-            if lo < -1.0 - 2e-3 or hi > 1.0 + 2e-3:
-                raise ValueError(f"images values must lie in [-1, 1] (FlexTok's range), got min {lo:.4g}, "
-                                 f"max {hi:.4g}; map [0, 1] images with x * 2 - 1")
-        if images.shape[1] != 3:
-            raise ValueError(f"images must have 3 channels (RGB) on axis 1, got shape {tuple(images.shape)}")
-        size = self.config.image_size
-        if tuple(images.shape[-2:]) != (size, size):
-            raise ValueError(f"images must be {size}x{size} for this model, got {images.shape[-2]}x{images.shape[-1]}; "
-                             "resize the shorter side and centre-crop first")
+        # the base class checks rank, finiteness, the [-1, 1] range (uint8 is mapped onto it), 3 channels and
+        # the image size (``config.image_size``)
+        images, kwargs = super().prepare_input(images, **kwargs)
         if num_tokens is not None:
             kwargs["num_tokens"] = self._check_k("num_tokens", num_tokens)
         if chunk_size is not None:
@@ -1119,8 +1108,91 @@ class FlexTok(ImageTokenizer):
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_official(cls, *paths, **kwargs) -> "FlexTok":
-        """The release's own files: its folder, or ``config.json`` and/or ``model.safetensors`` (see convert.py)."""
+    def from_config(cls, config):
+        # a saved stand-alone VAE (FlexTokVAE) is stored under this family too: dispatch on its marker
+        if isinstance(config, dict) and config.get("component") == "vae":
+            return FlexTokVAE.from_config(FlexTokVAEConfig.from_dict(config))
+        if isinstance(config, FlexTokVAEConfig):
+            return FlexTokVAE(config)
+        return super().from_config(config)
+
+    @classmethod
+    def from_official(cls, *paths, **kwargs) -> "ImageTokenizer":
+        """The release's own files: its folder, or ``config.json`` and/or ``model.safetensors`` (see convert.py).
+        A diffusers VAE release (``config.json`` + ``diffusion_pytorch_model.safetensors``, the flextok_vae_c*
+        repos) loads as a :class:`FlexTokVAE`."""
         from .convert import load_official_flextok
 
         return load_official_flextok(*paths, **kwargs)
+
+
+class FlexTokVAE(ImageTokenizer):
+    """A FlexTok VAE alone (flextok_vae_c4/c8/c16): a continuous image tokenizer, images in [-1, 1] <->
+    scaled latents ``[B, C, H/8, W/8]`` (posterior mode x scaling factor). It has no discrete tokens: use
+    :meth:`encode_latents` / :meth:`decode_latents`."""
+
+    config_class = FlexTokVAEConfig
+    value_range = (-1.0, 1.0)
+    family = "flextok"
+
+    def __init__(self, config: FlexTokVAEConfig):
+        super().__init__(config)
+        sf = config.scaling_factor or config.autoencoder.get("scaling_factor")
+        self.vae = VAE(config.autoencoder, 1.0)
+        self.vae.scaling_factor = float(sf if sf is not None else self.vae.vae.config.scaling_factor)
+        self.eval()
+
+    def config_dict(self):
+        out = super().config_dict()
+        out["family"] = "flextok"
+        return out
+
+    def expected_size(self):
+        return None  # any size divisible by the VAE factor (checked in prepare_input)
+
+    def prepare_input(self, images, **kwargs):
+        images, kwargs = super().prepare_input(images, **kwargs)
+        f = self.vae.downsample
+        if images.shape[-2] % f or images.shape[-1] % f:
+            raise ValueError(f"image height and width must be multiples of {f} (the VAE factor), got "
+                             f"{images.shape[-2]}x{images.shape[-1]}")
+        return images, kwargs
+
+    @property
+    def spec(self) -> TokenizerSpec:
+        n = (self.config.image_size // self.vae.downsample) ** 2
+        c = int(self.config.autoencoder["latent_channels"])
+        return TokenizerSpec(modality="image", codebook_size=0, num_codebooks=1, token_rate=float(n),
+                             token_rate_unit="latents/image", bitrate=float(n * c * 32),
+                             bitrate_unit="bits/image (float32 latents)", discrete=False, latent_channels=c)
+
+    def encode(self, *args, **kwargs):
+        raise TypeError("a FlexTok VAE is continuous: it has no discrete tokens; use encode_latents(images) / "
+                        "decode_latents(latents), or load a FlexTok tokenizer release")
+
+    def decode(self, *args, **kwargs):
+        raise TypeError("a FlexTok VAE is continuous: it has no discrete tokens; use decode_latents(latents)")
+
+    def _encode(self, x, **kwargs):  # pragma: no cover - encode() refuses first
+        raise TypeError("use encode_latents")
+
+    def _decode(self, tokens, **kwargs):  # pragma: no cover
+        raise TypeError("use decode_latents")
+
+    def encode_latents(self, images) -> torch.Tensor:
+        """Scaled latents ``[B, C, H/8, W/8]`` of images ``[B, 3, H, W]`` in [-1, 1] (uint8 accepted)."""
+        images, _ = self.prepare_input(images)
+        with torch.inference_mode():
+            lat = torch.cat([self.vae.encode(images[i:i + 1].to(self.device)) for i in range(images.shape[0])])
+        return lat.to(images.device)
+
+    def decode_latents(self, latents) -> torch.Tensor:
+        """Images in [-1, 1] (not clamped) from scaled latents ``[B, C, h, w]``."""
+        c = int(self.config.autoencoder["latent_channels"])
+        latents = check_tensor("latents", latents, ndim=(4,), floating=True, shape_hint=f"[B, {c}, h, w]")
+        if latents.shape[1] != c:
+            raise ValueError(f"latents must have {c} channels on axis 1, got shape {tuple(latents.shape)}")
+        with torch.inference_mode():
+            out = torch.cat([self.vae.decode(latents[i:i + 1].to(self.device, torch.float32))
+                             for i in range(latents.shape[0])])
+        return out.to(latents.device)

@@ -17,16 +17,12 @@ STEPS, GUIDANCE, SEED = 6, 7.5, 7
 
 
 @pytest.fixture(scope="module")
-def fx():
+def fx(fx_model_or_skip):
     from pathlib import Path
     import os
 
     shared = Path(os.environ.get("TOKENZOO_SHARED", Path(__file__).resolve().parents[3].parent / "shared"))
-    root = shared / "parity" / "flextok"
-    if not root.exists():
-        pytest.skip(f"FlexTok parity fixtures not found at {root}")
-    model = zoo.load_official("flextok", root / "flextok_model")
-    return model, load_file(str(root / "fixture.safetensors"))
+    return fx_model_or_skip, load_file(str(shared / "parity" / "flextok" / "fixture.safetensors"))
 
 
 def maxdiff(a, b):
