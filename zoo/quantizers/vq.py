@@ -39,7 +39,7 @@ def _normalize(t: torch.Tensor) -> torch.Tensor:
     return F.normalize(t, p=2, dim=-1, eps=1e-12)
 
 
-_FORMS = ("cross_first", "norms_first")
+_FORMS = ("cross_first", "norms_first", "addmm")
 
 
 def nearest_code(x: torch.Tensor, embed: torch.Tensor, metric: str = "euclidean",
@@ -51,7 +51,9 @@ def nearest_code(x: torch.Tensor, embed: torch.Tensor, metric: str = "euclidean"
 
     - ``form="cross_first"``: ``(|x|^2 - 2 x.e) + |e|^2`` -- EnCodec/WavTokenizer ``EuclideanCodebook.quantize``
       and TFM-Tokenizer ``EMAVectorQuantizer.forward``;
-    - ``form="norms_first"``: ``(|x|^2 + |e|^2) - 2 x.e`` -- TiTok ``VectorQuantizer.forward``.
+    - ``form="norms_first"``: ``(|x|^2 + |e|^2) - 2 x.e`` -- TiTok ``VectorQuantizer.forward``;
+    - ``form="addmm"``: ``torch.addmm(|x|^2 + |e|^2, x, e^T, alpha=-2)`` (the product accumulated onto the norms
+      inside the matmul) -- MaskGIT-VQGAN ``VectorQuantizer.compute_distances`` (TiTok's pixel tokenizer).
 
     ``cosine`` ranks by ``x.e`` (inputs expected normalised). First index on ties (``argmin``/``argmax``).
     """
@@ -72,8 +74,11 @@ def nearest_code(x: torch.Tensor, embed: torch.Tensor, metric: str = "euclidean"
             out[start:start + block] = (xs @ e_t).argmax(dim=1)
             continue
         x2 = xs.pow(2).sum(dim=1, keepdim=True)
-        cross = 2 * (xs @ e_t)
-        d = (x2 - cross) + e2 if form == "cross_first" else (x2 + e2) - cross
+        if form == "addmm":
+            d = torch.addmm(x2 + e2, xs, e_t, alpha=-2.0)
+        else:
+            cross = 2 * (xs @ e_t)
+            d = (x2 - cross) + e2 if form == "cross_first" else (x2 + e2) - cross
         out[start:start + block] = d.argmin(dim=1)
     return out
 
@@ -90,7 +95,8 @@ class VQConfig(ConfigBase):
     l2_normalize: l2-normalise inputs and codes before a euclidean search (TiTok ``use_l2_norm``); the stored
         codebook rows stay unnormalised and are normalised on lookup.
     distance_form: summation order of the expanded squared distance, ``"cross_first"`` (EnCodec/WavTokenizer,
-        TFM) or ``"norms_first"`` (TiTok); see :func:`nearest_code`. Only float32 rounding differs.
+        TFM), ``"norms_first"`` (TiTok) or ``"addmm"`` (MaskGIT-VQGAN); see :func:`nearest_code`. Only float32
+        rounding differs, which decides exact ties.
     ema: update the codebook by exponential moving averages (EnCodec/WavTokenizer/TFM); otherwise the codebook
         is an ``nn.Parameter`` trained by the ``codebook`` loss (TiTok).
     decay, eps: EMA decay and Laplace-smoothing epsilon.

@@ -247,6 +247,8 @@ def test_distance_forms_follow_the_originals_summation_order():
     assert torch.equal(cross_first, encodec.max(dim=-1).indices)
     assert torch.equal(norms_first, titok.argmin(dim=1))
     assert (cross_first != norms_first).any()                  # the order matters on such ties
+    maskgit = torch.addmm(x.pow(2).sum(1, keepdim=True) + e.t().pow(2).sum(0, keepdim=True), x, e.t(), alpha=-2.0)
+    assert torch.equal(nearest_code(x, e, form="addmm"), maskgit.argmin(dim=1))
     with pytest.raises(ValueError, match="form must be one of"):
         nearest_code(x, e, form="sqrt")
     with pytest.raises(ValueError, match="distance_form"):

@@ -131,3 +131,13 @@ def test_load_state_from_and_convert_state_layouts(parity):
     assert torch.equal(bsq.lfq.mask, tadi["bsq.basis"])
     with pytest.raises(ValueError, match="MSB-first"):
         load_state_from(BSQ(bits=14), {"bsq.basis": tadi["bsq.basis"].flip(0)}, "bsq", "bsq.")
+
+
+def test_titok_maskgit_vqgan_codebook(parity):
+    root = parity("titok")
+    state = torch.load(root / "maskgit_vqgan" / "maskgit-vqgan-fixture.bin", map_location="cpu", weights_only=True)
+    ref = st.load_file(str(root / "maskgit_vqgan_outputs.safetensors"))
+    q = VQ.from_embedding_state(state, "quantize.", distance_form="addmm").eval()
+    z = ref["encoder_out"].permute(0, 2, 3, 1)                # (B, C, h, w) -> (B, h, w, C)
+    ids = _check_ids(q, z, ref["codes"].reshape(z.shape[:3]))  # codes are row-major (B, h*w)
+    assert torch.equal(q.decode(ids), state["quantize.embedding.weight"][ids])
