@@ -43,12 +43,16 @@ class LinearAttention(nn.Module):
 
     def _split(self, t: torch.Tensor) -> torch.Tensor:
         n, length, _ = t.shape
-        return t.reshape(n, length, self.heads, self.dim_head).transpose(1, 2)  # [N, H, L, dh]
+        return t.reshape(n, length, self.heads, self.dim_head)  # [N, L, H, dh]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q = self._split(self.to_q(x)).softmax(dim=-1) * self.dim_head ** -0.5
-        k = self._split(self.to_k(x)).softmax(dim=-2)
-        v = self._split(self.to_v(x))
+        n, length, _ = x.shape
+        # softmax of q over the (small) head dim, computed on a transposed copy: PyTorch's CPU softmax is ~8x
+        # slower over an innermost axis of 8 than over an outer one; same values up to float rounding (~1e-7)
+        q = self.to_q(x).reshape(-1, self.dim_head).t().contiguous().softmax(dim=0).t()
+        q = q.reshape(n, length, self.heads, self.dim_head).transpose(1, 2) * self.dim_head ** -0.5
+        k = self._split(self.to_k(x)).softmax(dim=1).transpose(1, 2)  # over the sequence
+        v = self._split(self.to_v(x)).transpose(1, 2)
         context = torch.einsum("nhld,nhle->nhde", k, v)
         out = torch.einsum("nhld,nhde->nhle", q, context)
         out = out.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)
