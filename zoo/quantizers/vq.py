@@ -13,7 +13,6 @@ its EMA/expiry update.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Dict, Mapping, Optional
 

@@ -1,6 +1,5 @@
 """Each kind against an explicit brute-force reference, round trips, gradients and error messages."""
 
-import itertools
 
 import pytest
 import torch
