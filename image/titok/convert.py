@@ -26,7 +26,7 @@ from zoo.registry import load_state_strict
 
 from .config import MaskGITVQGANConfig, TiTokConfig, official_config, vqgan_config_from
 
-__all__ = ["TRAINING_ONLY_PREFIXES", "convert_state_dict", "convert_vqgan_state_dict", "read_release",
+__all__ = ["TRAINING_ONLY_PREFIXES", "convert_state_dict", "export_state_dict", "convert_vqgan_state_dict", "read_release",
            "load_official_titok", "load_maskgit_vqgan", "vqgan_config_from_state", "read_state_file"]
 
 PathLike = Union[str, Path]
@@ -57,6 +57,20 @@ def convert_state_dict(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Ten
     for p in _CODEBOOKS:
         if p + "embedding.weight" in state:
             _codebook_state(state, p, out)
+    return out
+
+
+def export_state_dict(model) -> Dict[str, torch.Tensor]:
+    """The inverse of :func:`convert_state_dict`: a TiTok or MaskGIT-VQGAN model's weights under the reference's
+    key names (``*.embedding.weight`` codebooks), e.g. to load them back into the original code."""
+    out: Dict[str, torch.Tensor] = {}
+    prefixes = tuple(p for p in _CODEBOOKS if getattr(model, p[:-1], None) is not None)
+    for key, value in model.state_dict().items():
+        if key.startswith(prefixes):
+            continue
+        out[key] = value.detach().clone()
+    for p in prefixes:
+        out[p + "embedding.weight"] = getattr(model, p[:-1]).embed.detach().float().clone()
     return out
 
 
