@@ -34,12 +34,18 @@ def _worker(rank, world, init_file, out_dir):
         ema.load_codebook(_init_codebook())
         ema.train()(x)
         early.train()(x)
+        dead = VQ(dim=3, codebook_size=5, decay=0.9, threshold_ema_dead_code=1.0)
+        far = _init_codebook()
+        far[3:] = 100.0                                       # never used: replaced by synchronised samples
+        dead.load_codebook(far, cluster_size=torch.tensor([4.0, 4.0, 4.0, 0.0, 0.0]))
+        dead.train()(x)
         acc = StatsAccumulator(5)
         acc.update(ema.eval().encode(x))
         local = acc.compute().counts.clone()
         acc.all_reduce()
         torch.save({"km_embed": km.embed.clone(), "km_initted": km.initted, "km_sync": km.codebook.use_ddp,
-                    "ema_embed": ema.embed.clone(), "early_embed": early.embed.clone(), "ema_cs": ema.codebook.cluster_size.clone(),
+                    "ema_embed": ema.embed.clone(), "early_embed": early.embed.clone(),
+                    "dead_embed": dead.embed.clone(), "ema_cs": ema.codebook.cluster_size.clone(),
                     "local_counts": local, "counts": acc.compute().counts},
                    os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
@@ -64,6 +70,12 @@ def test_two_process_gloo_sync(tmp_path):
     single.train()(torch.cat([_data(0), _data(1)]))
     assert torch.allclose(r0["ema_embed"], single.embed, atol=1e-5)
     assert torch.allclose(r0["ema_cs"], single.codebook.cluster_size, atol=1e-5)
+    # dead-code replacement draws the same vectors on both ranks, from either rank's data
+    assert torch.equal(r0["dead_embed"], r1["dead_embed"])
+    union = torch.cat([_data(0), _data(1)])
+    for c in (3, 4):
+        assert (r0["dead_embed"][c] < 50).all()
+        assert ((union - r0["dead_embed"][c]).abs().max(dim=1).values < 1e-6).any()
     # statistics: all_reduce sums the local histograms
     assert torch.equal(r0["counts"], r0["local_counts"] + r1["local_counts"])
     assert torch.equal(r0["counts"], r1["counts"])
