@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# Build and test machines have no route to the Hugging Face Hub: make any Hub access use the local cache only,
+# so that a test reaching for the network fails at once instead of waiting for timeouts.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 import pytest
 import torch
 

@@ -41,7 +41,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 TOKEN_SUFFIXES = (".npz", ".safetensors")
 OUTPUT_SUFFIXES = {
-    "audio": (".wav", ".flac", ".ogg"),
+    "audio": (".wav", ".flac"),
     "image": (".png", ".jpg", ".jpeg", ".bmp", ".webp"),
     "video": (".npz",),
     "eeg": (".npz",),

@@ -84,7 +84,8 @@ def _hub_errors():
 
 
 def resolve_entry_files(entry: ModelEntry, *, revision: Optional[str] = None, cache_dir=None,
-                        local_files_only: Optional[bool] = None) -> List[Optional[Path]]:
+                        local_files_only: Optional[bool] = None, token=None,
+                        force_download: bool = False) -> List[Optional[Path]]:
     """Find (download, or look up in the cache) every file of ``entry``; verify digests; return paths in order.
 
     ``revision`` overrides the entry's revision for files of the entry's own repo. Every digest is checked
@@ -109,7 +110,8 @@ def resolve_entry_files(entry: ModelEntry, *, revision: Optional[str] = None, ca
             rev = revision if (revision is not None and f.repo_id is None) else (f.revision or entry.revision)
             try:
                 path = Path(hf_hub_download(repo_id=repo, filename=f.filename, revision=rev,
-                                            cache_dir=cache_dir, local_files_only=offline))
+                                            cache_dir=cache_dir, local_files_only=offline, token=token,
+                                            force_download=force_download and not offline))
             except _hub_errors() as exc:
                 if f.optional:
                     found.append(None)
@@ -126,11 +128,12 @@ def resolve_entry_files(entry: ModelEntry, *, revision: Optional[str] = None, ca
 
 
 def load_entry(entry: ModelEntry, *, revision: Optional[str] = None, cache_dir=None,
-               local_files_only: Optional[bool] = None, **kwargs):
+               local_files_only: Optional[bool] = None, token=None, force_download: bool = False, **kwargs):
     """Resolve and verify ``entry``'s files, then build the model (``tokenzoo`` folder or the family's converter)."""
     from .registry import load_local_dir, load_official
 
-    paths = resolve_entry_files(entry, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only)
+    paths = resolve_entry_files(entry, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
+                                token=token, force_download=force_download)
     if entry.format == "tokenzoo":
         folders = {p.parent for p in paths if p is not None}
         if len(folders) != 1:
@@ -152,14 +155,15 @@ def _looks_like_repo_id(text: str) -> bool:
 
 
 def resolve_pretrained_dir(repo_id: str, *, revision: Optional[str] = None, cache_dir=None,
-                           local_files_only: Optional[bool] = None) -> Path:
+                           local_files_only: Optional[bool] = None, token=None, force_download: bool = False) -> Path:
     """The local snapshot folder of a Hub repo holding a ``save_pretrained`` checkpoint."""
     from huggingface_hub import snapshot_download
 
     offline = is_offline(local_files_only)
     try:
         folder = snapshot_download(repo_id=repo_id, revision=revision, cache_dir=cache_dir,
-                                   local_files_only=offline,
+                                   local_files_only=offline, token=token,
+                                   force_download=force_download and not offline,
                                    allow_patterns=["config.json", "model.safetensors", "README.md"])
     except Exception as exc:  # noqa: BLE001 - huggingface_hub raises many kinds; report them uniformly
         where = "in the local Hugging Face cache (offline)" if offline else "on the Hub or in the cache"
@@ -170,11 +174,11 @@ def resolve_pretrained_dir(repo_id: str, *, revision: Optional[str] = None, cach
 
 def load_pretrained(name_or_path, *, revision: Optional[str] = None, cache_dir=None,
                     local_files_only: Optional[bool] = None, hub_configs: DirsArg = None,
-                    device=None, **kwargs):
+                    device=None, token=None, force_download: bool = False, **kwargs):
     """Registry name -> its entry; existing local folder -> that folder; otherwise a Hub repo id.
 
     ``hub_configs`` points the registry at other YAML folders (see :mod:`zoo.hub_configs_schema`);
-    ``device`` moves the loaded model; other keyword arguments go to the family's ``from_official``
+    ``device`` moves the loaded model; ``token`` and ``force_download`` go to huggingface_hub; other keyword arguments go to the family's ``from_official``
     (official-format entries) and are refused for ``save_pretrained`` folders.
     """
     from .registry import load_local_dir
@@ -190,7 +194,7 @@ def load_pretrained(name_or_path, *, revision: Optional[str] = None, cache_dir=N
     entry = get_entry(text, hub_configs)
     if entry is not None:
         model = load_entry(entry, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
-                           **kwargs)
+                           token=token, force_download=force_download, **kwargs)
     else:
         local = Path(text).expanduser()
         if local.is_dir():
@@ -203,7 +207,8 @@ def load_pretrained(name_or_path, *, revision: Optional[str] = None, cache_dir=N
                              "existing folder, nor a Hub repo id of the form 'owner/name'")
         else:
             folder = resolve_pretrained_dir(text, revision=revision, cache_dir=cache_dir,
-                                            local_files_only=local_files_only)
+                                            local_files_only=local_files_only, token=token,
+                                            force_download=force_download)
             model = load_local_dir(folder, **kwargs)
     if device is not None:
         model = model.to(device)

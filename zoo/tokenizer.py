@@ -197,8 +197,14 @@ class Tokenizer(nn.Module, ModelHubMixin):
         """The tensors written to ``model.safetensors`` (contiguous CPU copies, no shared storage)."""
         return {k: v.detach().to("cpu").contiguous().clone() for k, v in self.state_dict().items()}
 
-    def save_pretrained(self, save_directory, *, model_card: Optional[str] = None, **kwargs) -> Path:
+    def save_pretrained(self, save_directory, *, model_card: Optional[str] = None, config=None,
+                        model_card_kwargs=None, push_to_hub: bool = False, repo_id: Optional[str] = None,
+                        **push_to_hub_kwargs) -> Path:
         """Write ``config.json``, ``model.safetensors`` and a model card ``README.md``.
+
+        ``push_to_hub=True`` then uploads the folder with ``huggingface_hub`` (``repo_id`` defaults to the
+        folder's name; ``push_to_hub_kwargs`` go to :meth:`push_to_hub`). ``config`` and ``model_card_kwargs``
+        are accepted for ``ModelHubMixin`` compatibility and ignored: the config is always the model's own.
 
         Files are written to a temporary folder beside the target and moved into place one by one only after
         all of them were written, so a failure never leaves a half-written checkpoint over a good one.
@@ -207,6 +213,8 @@ class Tokenizer(nn.Module, ModelHubMixin):
 
         if not isinstance(save_directory, (str, os.PathLike)):
             raise TypeError(f"save_pretrained: save_directory must be a path, got {type(save_directory).__name__}")
+        if push_to_hub_kwargs and not push_to_hub:
+            raise TypeError(f"save_pretrained got unexpected keyword arguments {sorted(push_to_hub_kwargs)}")
         if model_card is not None and not isinstance(model_card, str):
             raise TypeError(f"save_pretrained: model_card must be a str, got {type(model_card).__name__}")
         save_directory = Path(save_directory)
@@ -231,6 +239,8 @@ class Tokenizer(nn.Module, ModelHubMixin):
             shutil.rmtree(tmp, ignore_errors=True)
             if created and not moved:
                 shutil.rmtree(save_directory, ignore_errors=True)
+        if push_to_hub:
+            self.push_to_hub(repo_id or save_directory.resolve().name, **push_to_hub_kwargs)
         return save_directory
 
     def default_model_card(self) -> str:

@@ -105,8 +105,11 @@ class Tokens:
 
     def __getitem__(self, index) -> "Tokens":
         """Select items of the batch (an int keeps the batch axis)."""
-        if isinstance(index, int):
-            index = slice(index, index + 1 if index != -1 else None)
+        if isinstance(index, int) and not isinstance(index, bool):
+            if not -self.batch_size <= index < self.batch_size:
+                raise IndexError(f"item {index} is out of range for a batch of {self.batch_size}")
+            index = index % self.batch_size
+            index = slice(index, index + 1)
         ids = self.ids[index]
         lengths = None if self.lengths is None else self.lengths[index]
         return Tokens(ids, lengths, dict(self.metadata))
@@ -131,20 +134,25 @@ class Tokens:
         tmp = path.with_name(path.name + ".tmp" + path.suffix)
         ids = self.ids.detach().cpu().contiguous()
         lengths = None if self.lengths is None else self.lengths.detach().cpu().contiguous()
-        if suffix == ".npz":
-            arrays = {"ids": ids.numpy()}
-            if lengths is not None:
-                arrays["lengths"] = lengths.numpy()
-            arrays["metadata"] = np.asarray(json.dumps(self.metadata, sort_keys=True))
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
-        else:
-            from safetensors.torch import save_file
-            tensors = {"ids": ids}
-            if lengths is not None:
-                tensors["lengths"] = lengths
-            save_file(tensors, str(tmp), metadata={"tokenzoo.metadata": json.dumps(self.metadata, sort_keys=True)})
-        tmp.replace(path)
+        try:
+            if suffix == ".npz":
+                arrays = {"ids": ids.numpy()}
+                if lengths is not None:
+                    arrays["lengths"] = lengths.numpy()
+                arrays["metadata"] = np.asarray(json.dumps(self.metadata, sort_keys=True))
+                with open(tmp, "wb") as f:
+                    np.savez(f, **arrays)
+            else:
+                from safetensors.torch import save_file
+                tensors = {"ids": ids}
+                if lengths is not None:
+                    tensors["lengths"] = lengths
+                save_file(tensors, str(tmp),
+                          metadata={"tokenzoo.metadata": json.dumps(self.metadata, sort_keys=True)})
+            tmp.replace(path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
         return path
 
     @classmethod

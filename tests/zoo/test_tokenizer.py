@@ -207,6 +207,10 @@ def test_save_pretrained_argument_errors(linear, tmp_path):
     _raises(ValueError, lambda: linear.save_pretrained(f), "exists and is not a directory")
     _raises(TypeError, lambda: linear.save_pretrained(3), "save_directory must be a path", "int")
     _raises(TypeError, lambda: linear.save_pretrained(tmp_path / "a", model_card=5), "model_card must be a str")
+    _raises(TypeError, lambda: linear.save_pretrained(tmp_path / "a", safe=False),
+            "unexpected keyword arguments ['safe']")
+    # what ModelHubMixin.push_to_hub passes is accepted
+    assert linear.save_pretrained(tmp_path / "b", config={"x": 1}, model_card_kwargs={}).is_dir()
 
 
 def test_load_local_dir_errors(linear, tmp_path):

@@ -64,6 +64,10 @@ def test_indexing_to_and_equality():
     assert t[1].ids.tolist() == [[4, 5, 6, 7]] and t[1].lengths.tolist() == [2]
     assert t[-1].ids.tolist() == [[8, 9, 10, 11]]
     assert t[0:2].batch_size == 2
+    with pytest.raises(IndexError, match="item 3 is out of range for a batch of 3"):
+        t[3]
+    with pytest.raises(IndexError, match="item -4 is out of range"):
+        t[-4]
     assert t.cpu() == t and t.to("cpu").device.type == "cpu"
     assert t != Tokens(torch.arange(12).reshape(3, 4))
     assert t != Tokens(torch.arange(12).reshape(3, 4) + 1, torch.tensor([4, 2, 1]))
@@ -89,6 +93,19 @@ def test_round_trip_property(tmp_path_factory, shape, high, suffix):
     ids = torch.randint(0, high, tuple(shape))
     path = tmp_path_factory.mktemp("tok") / f"t{suffix}"
     assert Tokens.load(Tokens(ids).save(path)) == Tokens(ids)
+
+
+def test_failed_save_leaves_nothing(tmp_path, monkeypatch):
+    old = Tokens(torch.ones(1, 3, dtype=torch.long)).save(tmp_path / "t.npz")
+    before = old.read_bytes()
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", boom)
+    with pytest.raises(OSError, match="disk full"):
+        Tokens(torch.zeros(1, 5, dtype=torch.long)).save(old)
+    assert old.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["t.npz"]
 
 
 def test_save_rejects_unknown_suffix(tmp_path):
