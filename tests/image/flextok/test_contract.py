@@ -340,3 +340,15 @@ def test_standalone_vae_release(tmp_path, make_images, make_tiny):
     vae.save_pretrained(tmp_path / "saved")
     again = zoo.from_pretrained(str(tmp_path / "saved"))
     assert isinstance(again, FlexTokVAE) and torch.equal(again.encode_latents(x), lat)
+
+
+def test_docs_offline_example_runs():
+    """The offline usage block of docs/models/flextok.md runs as written."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "models" / "flextok.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
+    offline = [b for b in blocks if "official_config" in b]
+    assert len(offline) == 1
+    exec(compile(offline[0], "docs/models/flextok.md", "exec"), {})

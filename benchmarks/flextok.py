@@ -1,0 +1,120 @@
+"""Encode / decode throughput and peak memory of FlexTok (CPU, float32).
+
+Configurations: the parity fixture's small model (encoder 96x2, decoder 64x2, 32 registers, tiny VAE; read from
+../shared/parity/flextok when present, else the same architecture with random weights) and the paper's main
+model flextok_d18_d28 (encoder 1152x18, decoder 1792x28, 256 registers, the 84M-parameter 16-channel VAE) with
+random weights. Images are 256x256; decoding uses APG guidance 7.5 (two decoder passes per step). Every
+measurement runs in a fresh process; peak memory is the growth of the resident set (VmHWM) over the resident
+size once the model is built, i.e. the working memory of the call (the model's own size is shown in brackets).
+
+The main model is ~2.5 G parameters: on a small CPU one decoder step of it takes minutes, so by default it is
+measured for ``--main-steps 1`` step and batch ``--main-batches 1``; the table extrapolates to the README's 20
+steps (decode time is linear in the steps). Pass ``--main-batches 1 8 --main-steps 20`` on a larger machine.
+
+    python benchmarks/flextok.py [--steps 6] [--repeats 2] [--threads 1] [--skip-main]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURE = Path(os.environ.get("TOKENZOO_SHARED", REPO.parent / "shared")) / "parity" / "flextok" / "flextok_model"
+
+
+def _vm(key: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024.0  # MiB
+    return float("nan")
+
+
+def _reset_peak() -> None:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux)
+    except OSError:
+        pass
+
+
+def _build(name: str):
+    import torch
+
+    from image.flextok import FlexTok, FlexTokConfig, official_config
+
+    torch.manual_seed(0)
+    if name == "fixture":
+        if FIXTURE.is_dir():
+            import zoo
+
+            return zoo.load_official("flextok", FIXTURE)
+        vae = {"_class_name": "AutoencoderKL", "act_fn": "silu", "block_out_channels": [8, 16, 16, 16],
+               "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
+               "in_channels": 3, "out_channels": 3, "latent_channels": 16, "layers_per_block": 2,
+               "norm_num_groups": 4, "sample_size": 256, "scaling_factor": 0.7311}
+        official = official_config(enc_dim=96, enc_depth=2, dec_dim=64, dec_depth=2, head_dim=32, n_registers=32)
+        return FlexTok(FlexTokConfig.from_official(official, vae))
+    return FlexTok(FlexTokConfig())  # flextok_d18_d28, random weights
+
+
+def _measure(args):
+    name, batch, op, steps, repeats, threads = args
+    import torch
+
+    torch.set_num_threads(threads)
+    model = _build(name).eval()
+    n_params = sum(p.numel() for p in model.parameters())
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand((batch, 3, 256, 256), generator=g) * 2 - 1
+    tokens = model.encode(x[:1]).ids.repeat(batch, 1)
+    if op == "encode":
+        fn = lambda: model.encode(x)  # noqa: E731
+    else:
+        fn = lambda: model.decode(tokens, num_steps=steps, guidance_scale=7.5,  # noqa: E731
+                                  generator=torch.Generator().manual_seed(0))
+    base = _vm("VmRSS")  # model built, inputs ready
+    _reset_peak()
+    fn()  # warm-up (counted in the peak: it allocates the same working memory as a timed call)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    peak = _vm("VmHWM") - base
+    return name, batch, op, steps, min(times), n_params, max(peak, 0.0), base
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=6, help="decode steps for the fixture model (fixture: 6)")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--skip-main", action="store_true", help="only the fixture model")
+    ap.add_argument("--main-batches", type=int, nargs="+", default=[1])
+    ap.add_argument("--main-steps", type=int, default=1)
+    args = ap.parse_args(argv)
+    jobs = [("fixture", b, op, args.steps, args.repeats, args.threads) for b in (1, 8) for op in ("encode", "decode")]
+    if not args.skip_main:
+        jobs += [("main", b, op, args.main_steps, 1, args.threads) for b in args.main_batches
+                 for op in ("encode", "decode")]
+    ctx = mp.get_context("spawn")
+    rows = []
+    for job in jobs:
+        with ctx.Pool(1) as pool:
+            rows.append(pool.apply(_measure, (job,)))
+    print(f"FlexTok, CPU float32, {args.threads} thread(s), 256x256 images, APG 7.5 "
+          "(decode = Euler steps x 2 decoder passes + VAE decode)")
+    print(f"| model | params | batch | op | steps | s/call | images/s | s/image @20 steps | peak MiB (+RSS) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, batch, op, steps, sec, n_params, peak, base in rows:
+        label = "fixture (96x2 / 64x2, 32 reg)" if name == "fixture" else "paper d18-d28 (random)"
+        per20 = "" if op == "encode" else f"{sec / batch / steps * 20:.3f}"
+        print(f"| {label} | {n_params / 1e6:.1f}M | {batch} | {op} | {steps if op == 'decode' else '-'} | "
+              f"{sec:.3f} | {batch / sec:.2f} | {per20} | {peak:.0f} (+{base:.0f}) |")
+
+
+if __name__ == "__main__":
+    main()
