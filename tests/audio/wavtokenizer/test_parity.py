@@ -225,3 +225,26 @@ def test_bad_paths(fixture_dir, tmp_path):
     shutil.copy(fixture_dir / YAML, tmp_path / "x.txt")
     with pytest.raises(ValueError, match="unknown file type"):
         zoo.load_official("wavtokenizer", fixture_dir / CKPT, tmp_path / "x.txt")
+
+
+# ---------------------------------------------------------------------------------------------- real speech
+
+def test_real_speech_files_and_chunking(model, shared_data):
+    """encode_file on the speech corpus; chunked encoding with 0.25 s of context reproduces the one-pass tokens
+    (the figure quoted in docs/models/wavtokenizer.md; without context a few percent of tokens change)."""
+    speech = shared_data("audio", "speech")
+    files = sorted(speech.glob("*.wav"))[:4]
+    assert files
+    changed = total = 0
+    for f in files:
+        tokens = model.encode_file(f)
+        assert tokens.metadata["source"].endswith(f.name) and tokens.metadata["family"] == "wavtokenizer"
+        import soundfile as sf
+
+        x = torch.from_numpy(sf.read(str(f), dtype="float32")[0])[None]
+        assert torch.equal(model.encode(x).ids, tokens.ids)
+        chunked = model.encode(x, chunk_seconds=1.0, context_seconds=0.25)
+        changed += int((chunked.ids != tokens.ids).sum())
+        total += tokens.ids.numel()
+        assert model.decode(tokens).shape[-1] == tokens.ids.shape[-1] * 320
+    assert changed == 0, f"{changed}/{total} tokens changed by chunking"
