@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
@@ -349,9 +350,12 @@ def convert_state_dict(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Ten
     if unknown:
         raise ValueError(f"WavTokenizer checkpoint holds {len(unknown)} tensors that are neither generator "
                          f"weights nor known training-only state: {sorted(unknown)[:20]}")
-    # EnCodec EuclideanCodebook buffers -> the quantizer core (inited carried over: no k-means at inference)
+    # EnCodec EuclideanCodebook buffers -> the quantizer core. The codebook is always marked initialised: the
+    # stored rows are the codebook to use, and a k-means re-initialisation (which the original runs even in eval
+    # mode when `inited` is 0) must never happen at inference or when fine-tuning a release.
     for k, v in convert_state("encodec", state, cb_prefix).items():
         out["quantizer." + k] = v
+    out["quantizer.codebook.initted"] = torch.tensor(True)
     return out
 
 
@@ -368,9 +372,11 @@ def load_official_wavtokenizer(*paths, sample_rate: int = 24000, device=None):
     converted = convert_state_dict(state)
     model = WavTokenizer(config)
     load_state_strict(model, converted, source=str(ckpt))
-    if not model.quantizer.initted:
-        raise ValueError(f"{ckpt}: the codebook is marked uninitialised (inited = 0); the original would run "
-                         "k-means on the first input. A released checkpoint always has inited = 1.")
+    inited = state.get(QUANTIZER_PREFIX + "vq.layers.0._codebook.inited")
+    if inited is not None and not bool((inited != 0).all()):
+        warnings.warn(f"{ckpt}: the codebook is stored as uninitialised (inited = 0; every release has 1). It is "
+                      "used as stored; the original code would instead re-run k-means on its first input.",
+                      stacklevel=2)
     model.eval()
     if device is not None:
         model.to(device)

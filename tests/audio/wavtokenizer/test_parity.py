@@ -195,13 +195,19 @@ def test_generator_only_checkpoint(fixture_dir, tmp_path, data):
     assert torch.equal(m.encode(inputs["audio"]).ids, _ref_ids(outputs["codes"]))
 
 
-def test_uninitialised_codebook_refused(fixture_dir, tmp_path):
+def test_inited_flag_is_treated_as_initialised(fixture_dir, tmp_path, data):
+    inputs, outputs, _ = data
     ck = _state(fixture_dir)
     ck["state_dict"]["feature_extractor.encodec.quantizer.vq.layers.0._codebook.inited"] = torch.zeros(1)
     path = tmp_path / "uninit.ckpt"
     torch.save(ck, path)
-    with pytest.raises(ValueError, match="uninitialised"):
-        zoo.load_official("wavtokenizer", path)
+    with pytest.warns(UserWarning, match="uninitialised"):
+        m = zoo.load_official("wavtokenizer", path)
+    assert m.quantizer.initted
+    m.train()  # even a training-mode forward must not re-run k-means over the stored codebook
+    z = m.encode_latents(inputs["audio"]).transpose(1, 2)
+    out = m.quantizer(z)
+    assert torch.equal(out.ids[:, None], _ref_ids(outputs["codes"]))
 
 
 def test_yaml_mismatch(fixture_dir, tmp_path):
