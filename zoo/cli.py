@@ -509,6 +509,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("tokenzoo: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `tokenzoo list | head`: the reader left; stop quietly
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 1
     except Exception as exc:  # noqa: BLE001 - one line, not a stack trace; TOKENZOO_DEBUG=1 shows it
         if debug:
             raise

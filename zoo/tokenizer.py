@@ -62,14 +62,43 @@ class TokenizerSpec:
     @classmethod
     def discrete_spec(cls, modality: str, codebook_size: int, num_codebooks: int, token_rate: float,
                       token_rate_unit: str) -> "TokenizerSpec":
-        per = token_rate_unit.split("/", 1)[1] if "/" in token_rate_unit else token_rate_unit
+        """The spec of a discrete tokenizer; the bitrate follows from the other figures."""
+        _check_spec_args(modality, num_codebooks, token_rate, token_rate_unit)
+        if isinstance(codebook_size, bool) or not isinstance(codebook_size, numbers.Integral) or codebook_size < 2:
+            raise ValueError(f"codebook_size must be an int >= 2 for a discrete tokenizer, got {codebook_size!r}")
+        per = token_rate_unit.split("/", 1)[1]
         bitrate = float(token_rate) * num_codebooks * math.log2(codebook_size)
         unit = "bit/s" if per == "s" else f"bits/{per}"
         return cls(modality, int(codebook_size), int(num_codebooks), float(token_rate), token_rate_unit,
                    bitrate, unit, True, None)
 
+    @classmethod
+    def continuous_spec(cls, modality: str, latent_channels: int, token_rate: float, token_rate_unit: str,
+                        bits_per_value: int = 32) -> "TokenizerSpec":
+        """The spec of a continuous tokenizer: ``latent_channels`` floats per position (bitrate at ``bits_per_value``)."""
+        _check_spec_args(modality, 1, token_rate, token_rate_unit)
+        if isinstance(latent_channels, bool) or not isinstance(latent_channels, numbers.Integral) or latent_channels < 1:
+            raise ValueError(f"latent_channels must be a positive int, got {latent_channels!r}")
+        per = token_rate_unit.split("/", 1)[1]
+        unit = ("bit/s" if per == "s" else f"bits/{per}") + f" (float{bits_per_value} latents)"
+        return cls(modality, 0, 1, float(token_rate), token_rate_unit,
+                   float(token_rate) * int(latent_channels) * bits_per_value, unit, False, int(latent_channels))
+
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
+
+
+def _check_spec_args(modality, num_codebooks, token_rate, token_rate_unit) -> None:
+    from .hub_configs_schema import MODALITIES
+
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {list(MODALITIES)}, got {modality!r}")
+    if isinstance(num_codebooks, bool) or not isinstance(num_codebooks, numbers.Integral) or num_codebooks < 1:
+        raise ValueError(f"num_codebooks must be a positive int, got {num_codebooks!r}")
+    if isinstance(token_rate, bool) or not isinstance(token_rate, numbers.Real) or not token_rate > 0:
+        raise ValueError(f"token_rate must be a positive number, got {token_rate!r}")
+    if not isinstance(token_rate_unit, str) or "/" not in token_rate_unit:
+        raise ValueError(f"token_rate_unit must look like 'tokens/s' or 'tokens/image', got {token_rate_unit!r}")
 
 
 def _model_device(module: nn.Module) -> torch.device:
@@ -430,16 +459,18 @@ class SeriesTokenizer(Tokenizer):
 
     def prepare_input(self, x, sfreq: Optional[float] = None, lengths=None, **kwargs):
         x = check_tensor("x", x, ndim=(3,), floating=True, shape_hint="[B, C, T] float series")
+        if lengths is not None:
+            lengths = _check_lengths("lengths", lengths, x.shape[0], x.shape[-1])
         if sfreq is not None:
             if not isinstance(sfreq, numbers.Real) or isinstance(sfreq, bool) or not sfreq > 0:
                 raise ValueError(f"sfreq must be a positive number of Hz, got {sfreq!r}")
             if float(sfreq) != self.sfreq:
                 x = resample_series(x, float(sfreq), self.sfreq)
-                if lengths is not None:
-                    lengths = torch.as_tensor(lengths) * self.sfreq / float(sfreq)
-                    lengths = torch.floor(lengths).long()
+                if lengths is not None:  # valid samples after resampling, at least one
+                    lengths = torch.floor(lengths.double() * self.sfreq / float(sfreq)).long()
+                    lengths = lengths.clamp(1, x.shape[-1])
         if lengths is not None:
-            kwargs["lengths"] = _check_lengths("lengths", lengths, x.shape[0], x.shape[-1])
+            kwargs["lengths"] = lengths
         return x, kwargs
 
     def read_file(self, path):

@@ -34,6 +34,18 @@ def test_discrete_spec_bitrate():
     assert s.to_dict()["codebook_size"] == 4096
 
 
+def test_spec_arguments_are_checked():
+    _raises(ValueError, lambda: TokenizerSpec.discrete_spec("smell", 16, 1, 1, "tokens/s"), "modality must be one of")
+    _raises(ValueError, lambda: TokenizerSpec.discrete_spec("audio", 1, 1, 1, "tokens/s"), "codebook_size must be")
+    _raises(ValueError, lambda: TokenizerSpec.discrete_spec("audio", 16, 0, 1, "tokens/s"), "num_codebooks must be")
+    _raises(ValueError, lambda: TokenizerSpec.discrete_spec("audio", 16, 1, 0, "tokens/s"), "token_rate must be")
+    _raises(ValueError, lambda: TokenizerSpec.discrete_spec("audio", 16, 1, 5, "Hz"), "token_rate_unit must look")
+    c = TokenizerSpec.continuous_spec("video", 16, 256, "latents/frame")
+    assert not c.discrete and c.codebook_size == 0 and c.latent_channels == 16 and c.bitrate == 256 * 16 * 32
+    assert c.bitrate_unit == "bits/frame (float32 latents)"
+    _raises(ValueError, lambda: TokenizerSpec.continuous_spec("video", 0, 256, "latents/frame"), "latent_channels")
+
+
 def test_config_type_is_checked():
     _raises(TypeError, lambda: ToyAudio(ToyImageConfig()), "ToyAudio needs a ToyAudioConfig", "ToyImageConfig")
 
@@ -139,6 +151,7 @@ def test_series_validation_and_resampling():
     tok = ToySeries(ToySeriesConfig(sfreq=100.0))
     _raises(ValueError, lambda: tok.encode(torch.zeros(2, 50)), "x must have 3 dimensions", "[B, C, T]")
     _raises(TypeError, lambda: tok.encode(torch.zeros(1, 2, 50, dtype=torch.int32)), "floating point", "int32")
+    _raises(TypeError, lambda: tok.encode(torch.zeros(1, 2, 50), sfreq=200, lengths=[10.5]), "lengths must hold integers")
     for bad in (0, -1.0, "100", True):
         _raises(ValueError, lambda: tok.encode(torch.zeros(1, 2, 50), sfreq=bad), "sfreq must be a positive number")
     x = torch.randn(1, 2, 400)
