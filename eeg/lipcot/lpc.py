@@ -18,6 +18,9 @@ __all__ = ["warped_burg", "lpc_features", "features_to_ar", "unwarp", "ar_psd_db
 #: LiPCoT's ``method`` numbers: 1 = poles (radius, frequency), 2 = LPC coefficients, 3 = weighted cepstrum
 METHODS = {1: "poles", 2: "lpc", 3: "cepstrum"}
 
+# windows per block of the Burg recursion (keeps the working arrays in cache; results do not depend on it)
+_BURG_BLOCK = 32
+
 
 def method_num_features(method: int, order: int) -> int:
     return 2 * order + 1 if method == 1 else order + 1
@@ -35,18 +38,27 @@ def warped_burg(windows: np.ndarray, order: int, warp: Optional[float]) -> Tuple
     n, length = x.shape
     lam = 0.0 if warp is None else float(warp)
     energy = np.einsum("ij,ij->i", x, x) / length
-    f = x.copy()
-    b = x.copy()
     refl = np.zeros((order, n))
+    # windows are independent: run them in cache-sized blocks, updating preallocated buffers in place
+    for s in range(0, n, _BURG_BLOCK):
+        xb = x[s:s + _BURG_BLOCK]
+        f, b, tmp = xb.copy(), xb.copy(), np.empty_like(xb)
+        for m in range(order):
+            size = length - m - 1
+            # y[i] = b[i] - lam * (b[i+1] - y[i-1]) for i = 0 .. size-1, with y[-1] = 0
+            y = lfilter([-lam, 1.0], [1.0, -lam], b[:, 1:size + 1], axis=1, zi=b[:, :1])[0]
+            fs = f[:, 1:size + 1]
+            k = -2.0 * np.einsum("ij,ij->i", fs, y) / (np.einsum("ij,ij->i", fs, fs) + np.einsum("ij,ij->i", y, y))
+            refl[m, s:s + _BURG_BLOCK] = k
+            kc = k[:, None]
+            np.multiply(fs, kc, out=b[:, :size])  # b <- y + k * f[1:]
+            b[:, :size] += y
+            np.multiply(y, kc, out=tmp[:, :size])  # f <- f[1:] + k * y
+            tmp[:, :size] += fs
+            f, tmp = tmp, f
+    energy = energy.copy()
     for m in range(order):
-        # y[i] = b[i] - lam * (b[i+1] - y[i-1]) for i = 0 .. len-2, with y[-1] = 0
-        y = lfilter([-lam, 1.0], [1.0, -lam], b[:, 1:], axis=1, zi=b[:, :1])[0]
-        fs = f[:, 1:]
-        k = -2.0 * np.einsum("ij,ij->i", fs, y) / (np.einsum("ij,ij->i", fs, fs) + np.einsum("ij,ij->i", y, y))
-        refl[m] = k
-        f = fs + k[:, None] * y
-        b = y + k[:, None] * fs
-        energy = (1.0 - k * k) * energy
+        energy = (1.0 - refl[m] * refl[m]) * energy
     a = np.ones((1, n))
     for m in range(order):
         aa = np.concatenate([a, np.zeros((1, n))], axis=0)
