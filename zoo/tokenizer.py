@@ -193,8 +193,12 @@ class Tokenizer(nn.Module, ModelHubMixin):
         raise NotImplementedError(f"{type(self).__name__} does not read files")
 
     def write_file(self, y: torch.Tensor, path, metadata: Optional[Dict[str, str]] = None) -> Path:
-        """Write one decoded item ``y`` (a batch of one, as returned by ``decode``) to ``path``."""
-        raise NotImplementedError(f"{type(self).__name__} does not write files")
+        """Write one decoded item ``y`` (a batch of one, as returned by ``decode``) to ``path``.
+
+        This default writes a ``.npz`` holding the array under ``decoded``; the modality classes write their
+        own formats and fall back to this for outputs that are not signals (e.g. a reconstructed spectrogram).
+        """
+        return _save_decoded_npz(path, _single_item(y))
 
     def output_suffix(self) -> str:
         """File suffix ``write_file`` uses by default."""
@@ -492,6 +496,8 @@ class SeriesTokenizer(Tokenizer):
         y = _single_item(y)
         if y.ndim == 1:
             y = y[None]
+        if y.ndim != 2:  # not a [C, T] signal (e.g. a reconstructed spectrogram): keep it as it is
+            return _save_decoded_npz(path, y)
         ch_names = json.loads(names) if names else None
         if ch_names is not None and len(ch_names) != y.shape[0]:
             ch_names = None
@@ -504,6 +510,17 @@ def resample_series(x: torch.Tensor, orig: float, target: float) -> torch.Tensor
     from .signal import resample
 
     return resample(x, orig, target)
+
+
+def _save_decoded_npz(path, y: torch.Tensor) -> Path:
+    import numpy as np
+
+    path = Path(path)
+    if path.suffix.lower() != ".npz":
+        raise ValueError(f"{path}: this decoder's output (shape {tuple(y.shape)}) can only be written as .npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, decoded=y.detach().float().cpu().numpy())
+    return path
 
 
 def _single_item(y) -> torch.Tensor:

@@ -93,6 +93,16 @@ def test_video_and_eeg_round_trips(models, tmp_path, capsys):
         assert list(d["ch_names"]) == ["C3", "C4"]
 
 
+def test_decoder_output_that_is_not_a_signal(toy_families, tmp_path, capsys):
+    model = toy_families.ToySpectro(ToySeriesConfig(sfreq=100.0))
+    folder = str(model.save_pretrained(tmp_path / "spectro"))
+    np.savez(tmp_path / "e.npz", signal=np.zeros((2, 50), np.float32), sfreq=np.asarray(100.0))
+    assert main(["encode", folder, str(tmp_path / "e.npz"), "-o", str(tmp_path / "t.npz")]) == 0
+    assert main(["decode", folder, str(tmp_path / "t.npz"), "-o", str(tmp_path / "out.npz")]) == 0
+    with np.load(tmp_path / "out.npz") as d:
+        assert d.files == ["decoded"] and d["decoded"].shape == (2, 2, 50)
+
+
 def test_many_inputs_one_file_each(models, tmp_path, capsys):
     inputs = [_stereo_wav(tmp_path / f"c{i}.wav", n=4800 + 480 * i) for i in range(3)]
     out = tmp_path / "tokens"

@@ -95,8 +95,18 @@ class ToyLinear(AudioTokenizer):
         return model.eval()
 
 
+class ToySpectro(ToySeries):
+    """A series tokenizer whose decoder reconstructs a feature map ``[B, C, 2, T]``, not a signal."""
+
+    family = "toy-spectro"
+
+    def _decode(self, tokens):
+        y = super()._decode(tokens)
+        return torch.stack([y, y.abs()], dim=2)
+
+
 TOY_FAMILIES = {"toy-audio": ToyAudio, "toy-image": ToyImage, "toy-series": ToySeries, "toy-video": ToyVideo,
-                "toy-linear": ToyLinear}
+                "toy-linear": ToyLinear, "toy-spectro": ToySpectro}
 
 
 def register() -> None:
