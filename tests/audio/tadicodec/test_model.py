@@ -211,3 +211,14 @@ def test_sampler_rescale_per_item_matches_batch_for_one_item():
     per_item = cfg_rescale(v2, u2, 2.0, 0.75, "item")
     assert torch.allclose(per_item[0], cfg_rescale(v, u, 2.0, 0.75, "item")[0], atol=1e-6)
     assert torch.equal(cfg_rescale(v, u, 2.0, 0.0, "item"), u + 2.0 * (v - u))
+
+
+def test_docs_runnable_example():
+    """The 'Runnable example' block of docs/models/tadicodec.md runs as written."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "models" / "tadicodec.md").read_text()
+    block = doc.split("Runnable example", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    scope: dict = {}
+    exec(compile(block, "docs/models/tadicodec.md", "exec"), scope)
+    assert scope["y"].shape == (2, 71 * 480)
