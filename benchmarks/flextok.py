@@ -61,7 +61,7 @@ def _build(name: str):
 
 
 def _measure(args):
-    name, batch, op, steps, repeats, threads = args
+    name, batch, op, steps, repeats, threads, warmup = args
     import torch
 
     torch.set_num_threads(threads)
@@ -77,7 +77,8 @@ def _measure(args):
                                   generator=torch.Generator().manual_seed(0))
     base = _vm("VmRSS")  # model built, inputs ready
     _reset_peak()
-    fn()  # warm-up (counted in the peak: it allocates the same working memory as a timed call)
+    if warmup:
+        fn()  # warm-up (counted in the peak: it allocates the same working memory as a timed call)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -96,24 +97,24 @@ def main(argv=None):
     ap.add_argument("--main-batches", type=int, nargs="+", default=[1])
     ap.add_argument("--main-steps", type=int, default=1)
     args = ap.parse_args(argv)
-    jobs = [("fixture", b, op, args.steps, args.repeats, args.threads) for b in (1, 8) for op in ("encode", "decode")]
+    jobs = [("fixture", b, op, args.steps, args.repeats, args.threads, True) for b in (1, 8)
+            for op in ("encode", "decode")]
     if not args.skip_main:
-        jobs += [("main", b, op, args.main_steps, 1, args.threads) for b in args.main_batches
+        # one cold call each: a warm-up of the 2.5 G-parameter model would double a minutes-long measurement
+        jobs += [("main", b, op, args.main_steps, 1, args.threads, False) for b in args.main_batches
                  for op in ("encode", "decode")]
     ctx = mp.get_context("spawn")
-    rows = []
-    for job in jobs:
-        with ctx.Pool(1) as pool:
-            rows.append(pool.apply(_measure, (job,)))
     print(f"FlexTok, CPU float32, {args.threads} thread(s), 256x256 images, APG 7.5 "
           "(decode = Euler steps x 2 decoder passes + VAE decode)")
-    print(f"| model | params | batch | op | steps | s/call | images/s | s/image @20 steps | peak MiB (+RSS) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name, batch, op, steps, sec, n_params, peak, base in rows:
-        label = "fixture (96x2 / 64x2, 32 reg)" if name == "fixture" else "paper d18-d28 (random)"
+    print("| model | params | batch | op | steps | s/call | images/s | s/image @20 steps | peak MiB (+model RSS) |")
+    print("|---|---|---|---|---|---|---|---|---|", flush=True)
+    for job in jobs:
+        with ctx.Pool(1) as pool:
+            name, batch, op, steps, sec, n_params, peak, base = pool.apply(_measure, (job,))
+        label = "fixture (96x2 / 64x2, 32 reg)" if name == "fixture" else "paper d18-d28 (random, cold)"
         per20 = "" if op == "encode" else f"{sec / batch / steps * 20:.3f}"
         print(f"| {label} | {n_params / 1e6:.1f}M | {batch} | {op} | {steps if op == 'decode' else '-'} | "
-              f"{sec:.3f} | {batch / sec:.2f} | {per20} | {peak:.0f} (+{base:.0f}) |")
+              f"{sec:.3f} | {batch / sec:.2f} | {per20} | {peak:.0f} (+{base:.0f}) |", flush=True)
 
 
 if __name__ == "__main__":

@@ -351,6 +351,22 @@ class _EmbPacking:
     def __init__(self, lengths: List[int], per_subseq: bool):
         self.lengths, self.per_subseq = list(lengths), per_subseq
 
+    def segments(self, emb: torch.Tensor) -> List[Tuple[int, int, torch.Tensor]]:
+        """``[(start, end, emb_j [B, 1, X])]``: the same modulation as :meth:`__call__` without materialising it
+        per token (identical values; each segment broadcasts one row)."""
+        b, total = emb.shape
+        if not self.per_subseq:
+            return [(0, sum(self.lengths), emb[:, None, :])]
+        k = len(self.lengths)
+        if total % k:
+            raise ValueError(f"per-sub-sequence embedding of width {total} cannot be split over {k} sub-sequences")
+        chunks = emb.view(b, k, total // k)
+        out, start = [], 0
+        for j, n in enumerate(self.lengths):
+            out.append((start, start + n, chunks[:, j:j + 1, :]))
+            start += n
+        return out
+
     def __call__(self, emb: torch.Tensor) -> torch.Tensor:
         b, total = emb.shape
         n = sum(self.lengths)
@@ -519,13 +535,28 @@ class Block(nn.Module):
         if adaLN_expansion is not None:
             self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, adaLN_expansion * 6 * dim, bias=True))
 
-    def forward(self, x, mask, ada: Optional[torch.Tensor] = None):
+    def forward(self, x, mask, ada=None):
+        """``ada``: None, a per-token modulation ``[B, N, 6D]``, or segments ``[(start, end, [B, 1, 6D])]``
+        covering the sequence (the same values, broadcast instead of repeated per token)."""
         if ada is None:
             x = x + self.attn(layer_norm32(x), mask)
             return x + self.mlp(layer_norm32(x))
-        gate_msa, gate_mlp, shift_msa, scale_msa, shift_mlp, scale_mlp = ada.chunk(6, dim=-1)
-        x = x + gate_msa * self.attn(modulate(layer_norm32(x), shift_msa, scale_msa), mask)
-        return x + gate_mlp * self.mlp(modulate(layer_norm32(x), shift_mlp, scale_mlp))
+        if isinstance(ada, torch.Tensor):
+            ada = [(0, x.shape[1], ada)]
+        parts = [(a, b, m.chunk(6, dim=-1)) for a, b, m in ada]  # gate_msa, gate_mlp, shift/scale msa, mlp
+
+        def modulated(h, i_shift, i_scale):
+            return _cat_segments([modulate(h[:, a:b], c[i_shift], c[i_scale]) for a, b, c in parts])
+
+        def gated(h, i_gate):
+            return _cat_segments([c[i_gate] * h[:, a:b] for a, b, c in parts])
+
+        x = x + gated(self.attn(modulated(layer_norm32(x), 2, 3), mask), 0)
+        return x + gated(self.mlp(modulated(layer_norm32(x), 4, 5)), 1)
+
+
+def _cat_segments(pieces: List[torch.Tensor]) -> torch.Tensor:
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=1)
 
 
 class FlexTransformer(DictModule):
@@ -570,7 +601,7 @@ class FlexTransformer(DictModule):
             emb, pack = _get(d, self.ada_key, self.where), _get(d, self.ada_pack_key, self.where)
         inter = []
         for i, blk in enumerate(self.blocks):
-            ada = None if emb is None else pack(blk.adaLN_modulation(emb))
+            ada = None if emb is None else pack.segments(blk.adaLN_modulation(emb))
             x = blk(x, mask, ada)
             if i in self.inter_layers:
                 inter.append(x)
