@@ -85,6 +85,17 @@ def test_audio_encode_decode_and_lengths():
     assert tok.spec.token_rate == 6000 and tok.sample_rate == 24000
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_results_follow_the_input_device(toy_families):
+    tok = toy_families.ToyLinear(ToyLinearConfig()).to("cuda")
+    wav = torch.randn(2, 64) * 0.3
+    t_cpu = tok.encode(wav)
+    t_gpu = tok.encode(wav.cuda())
+    assert t_cpu.device.type == "cpu" and t_gpu.device.type == "cuda" and t_cpu == t_gpu.cpu()
+    assert tok.decode(t_cpu).device.type == "cpu" and tok.decode(t_gpu).device.type == "cuda"
+    assert tok.encode(wav, lengths=torch.tensor([64, 32])).lengths.tolist() == [8, 4]
+
+
 def test_decode_validation():
     tok = ToyAudio(ToyAudioConfig(levels=16))
     _raises(TypeError, lambda: tok.decode(torch.zeros(1, 1, 4)), "tokens must be zoo.Tokens or an integer tensor",
