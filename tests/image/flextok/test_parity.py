@@ -134,3 +134,17 @@ def test_batched_decode_with_mixed_lengths_matches_single(fx):
     single = model.decode(d["tokens"], num_steps=STEPS, guidance_scale=GUIDANCE, noise=noise[1:])
     # items never interact; batched GEMMs round differently from single ones (measured ~2e-6 on the latents)
     assert maxdiff(img[1:], single) <= 5e-5
+
+
+def test_files_real_images(fx, shared_data, tmp_path):
+    """encode_file on real images of the data corpus (PNG -> uint8 -> [-1, 1]); the fixture image file gives the
+    fixture's tokens; a non-square original is resized and centre-cropped to 256 with a note."""
+    model, d = fx
+    folder = shared_data("image")
+    tokens = model.encode_file(folder / "256" / "imagenet_val_00008636.png")
+    assert torch.equal(tokens.ids, d["tokens"])
+    other = model.encode_file(folder / "original" / "coffee.png")
+    assert other.ids.shape == (1, 32) and "centre-cropped" in other.metadata.get("notes", "")
+    img = model.decode(other.ids[:, :8], num_steps=2, generator=torch.Generator().manual_seed(0))
+    out = model.write_file(img, tmp_path / "coffee_k8.png")
+    assert out.is_file()
