@@ -178,8 +178,10 @@ class Tokenizer(nn.Module, ModelHubMixin):
         """Validate ``tokens`` against the codebook, decode on the model's device, return on the tokens' device."""
         tokens = self.check_tokens(as_tokens(tokens))
         out_device = tokens.device
+        device = self.device
+        kwargs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
         with torch.inference_mode():
-            y = self._decode(tokens.to(self.device), **kwargs)
+            y = self._decode(tokens.to(device), **kwargs)
         if not isinstance(y, torch.Tensor):
             raise TypeError(f"{type(self).__name__}._decode must return a torch.Tensor, got {describe(y)}")
         return y.to(out_device)
