@@ -335,6 +335,21 @@ class WavTokenizer(AudioTokenizer):
                                       context_seconds)
         return y.to(out_device)
 
+    # ------------------------------------------------------------------ training
+    def forward(self, wav: torch.Tensor, bandwidth_id=0):
+        """Training path on an equal-length batch: ``wav [B, 1, T]`` (or ``[B, T]``) -> ``(y_hat [B, 1, N * hop],
+        QuantizerOutput)`` with the straight-through quantizer (EMA / k-means / dead-code updates in training
+        mode; ``losses["commitment"]``)."""
+        if not isinstance(wav, torch.Tensor) or wav.ndim not in (2, 3) or (wav.ndim == 3 and wav.shape[1] != 1):
+            raise ValueError(f"forward expects wav [B, 1, T] or [B, T], got "
+                             f"{tuple(wav.shape) if isinstance(wav, torch.Tensor) else type(wav).__name__}")
+        x = wav if wav.ndim == 3 else wav[:, None]
+        cond = self._bandwidth(bandwidth_id, x.shape[0])
+        z = self.encoder(x.to(self._dtype())).transpose(1, 2)  # [B, N, D]
+        q = self.quantizer(z)
+        y = self.head(self.backbone(q.quantized.transpose(1, 2), cond))
+        return y[:, None], q
+
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_official(cls, *paths, **kwargs) -> "WavTokenizer":
