@@ -148,6 +148,14 @@ def _conv_weight(state: Mapping[str, torch.Tensor], prefix: str) -> Optional[tor
     return None
 
 
+def _check_state(state) -> None:
+    if not isinstance(state, Mapping):
+        raise TypeError(f"expected a state dict (a mapping of names to tensors), got {type(state).__name__}")
+    bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise TypeError(f"the state dict holds non-tensor entries or non-string keys: {bad[:5]}")
+
+
 def _encoder_layout(state: Mapping[str, torch.Tensor]) -> Dict[int, str]:
     kinds: Dict[int, str] = {}
     pat = re.compile(re.escape(ENCODER_PREFIX) + r"model\.(\d+)\.(.*)$")
@@ -177,6 +185,7 @@ def infer_config(state: Mapping[str, torch.Tensor], yaml_args: Optional[Dict[str
                  sample_rate: int = 24000) -> WavTokenizerConfig:
     """The architecture from the tensor shapes of a (full or generator-only) state dict; ``yaml_args`` (from
     :func:`read_yaml`) is cross-checked and supplies ``vq_kmeans``. Raises ``ValueError`` naming any conflict."""
+    _check_state(state)
     kinds = _encoder_layout(state)
     convs = sorted(i for i, k in kinds.items() if k == "conv")
     if len(convs) < 3 or convs[0] != 0:
@@ -322,6 +331,7 @@ def convert_state_dict(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Ten
     Raises ``ValueError`` listing tensors that are neither generator weights nor under
     :data:`TRAINING_ONLY_PREFIXES`.
     """
+    _check_state(state)
     out: Dict[str, torch.Tensor] = {}
     unknown: List[str] = []
     cb_prefix = QUANTIZER_PREFIX + "vq.layers.0._codebook."

@@ -279,3 +279,12 @@ def test_convert_is_pure_and_complete():
     assert set(orig) == set(snapshot) and all(torch.equal(orig[k], snapshot[k]) for k in orig)
     m = WavTokenizer(infer_config(orig))
     load_state_strict(m, converted)
+
+
+def test_converter_input_checks():
+    with pytest.raises(TypeError, match="state dict"):
+        infer_config([1, 2])
+    with pytest.raises(TypeError, match="non-tensor"):
+        convert_state_dict({"backbone.embed.weight": [1.0]})
+    with pytest.raises(ValueError, match="no encoder tensors"):
+        infer_config({"backbone.embed.weight": torch.zeros(2, 2, 7)})
