@@ -129,7 +129,16 @@ def _outputs(inputs: Sequence[Path], out: str, suffix: str, allowed: Sequence[st
     if not as_dir:
         if target.suffix.lower() not in allowed:
             raise UsageError(f"-o {out}: {what} file must end with one of {list(allowed)}")
-        return [target]
+        paths = [target]
+    else:
+        paths = _folder_outputs(inputs, target, out, suffix)
+    for src, dst in zip(inputs, paths):
+        if dst.exists() and dst.resolve() == src.resolve():
+            raise UsageError(f"-o {out}: writing {dst} would overwrite the input {src}")
+    return paths
+
+
+def _folder_outputs(inputs: Sequence[Path], target: Path, out: str, suffix: str) -> List[Path]:
     if target.exists() and not target.is_dir():
         raise UsageError(f"-o {out}: with several inputs -o must be a folder, and {out} is a file")
     paths, seen = [], {}

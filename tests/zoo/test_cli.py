@@ -167,6 +167,7 @@ BAD_USAGE = [
     (["decode", "{image}", "{audio_tokens}", "-o", "{tmp}/o.png"], "was made by a 'toy-audio' tokenizer"),
     (["decode", "{audio}", "{audio_tokens}", "-o", "{tmp}/o.png"], "audio output file must end with one of"),
     (["decode", "{audio}", "{big_tokens}", "-o", "{tmp}/o.wav"], "outside [0, 256)"),
+    (["encode", "{video}", "{audio_tokens}", "-o", "{tmp}"], "would overwrite the input"),
     (["list", "--modality", "smell"], "invalid choice: 'smell'"),
     (["list", "--family", "nope"], "unknown family 'nope'"),
     (["info", "no/such-repo", "--offline"], "could not find repo no/such-repo"),
