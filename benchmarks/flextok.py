@@ -12,6 +12,7 @@ measured for ``--main-steps 1`` step and batch ``--main-batches 1``; the table e
 steps (decode time is linear in the steps). Pass ``--main-batches 1 8 --main-steps 20`` on a larger machine.
 
     python benchmarks/flextok.py [--steps 6] [--repeats 2] [--threads 1] [--skip-main]
+    PYTHONPATH=/path/to/hydra+mup python benchmarks/flextok.py --compare-reference /path/to/ml-flextok
 """
 
 from __future__ import annotations
@@ -19,10 +20,16 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# benchmarks/ holds a tokenize.py, which would shadow the standard library's module of that name (used by
+# linecache when a warning is printed) for a script run from this folder
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 FIXTURE = Path(os.environ.get("TOKENZOO_SHARED", REPO.parent / "shared")) / "parity" / "flextok" / "flextok_model"
 
 
@@ -88,6 +95,69 @@ def _measure(args):
     return name, batch, op, steps, min(times), n_params, max(peak, 0.0), base
 
 
+def compare_reference(ref_path: str, threads: int, steps: int = 6) -> None:
+    """Time the reference apple/ml-flextok (a checkout at ``ref_path``, with hydra-core and mup importable) against
+    this implementation on the parity fixture, batch 1 and 8, at equal outputs. The reference runs its SDPA
+    fallback (``use_flex_attention=False`` + materialised masks): on CPU its default flex_attention path spends
+    tens of seconds compiling."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    import zoo
+
+    torch.set_num_threads(threads)
+    sys.path.insert(0, str(Path(ref_path).resolve()))
+    from hydra.utils import instantiate
+    from flextok.flextok_wrapper import FlexTok as RefFlexTok
+
+    cwd = os.getcwd()
+    os.chdir(FIXTURE)  # the fixture's vae.hf_hub_path is relative to the process cwd for the reference
+    try:
+        cfg = json.loads(Path("config.json").read_text())
+        parts = {k: instantiate(cfg[k]) for k in ("vae", "encoder", "decoder", "regularizer",
+                                                   "flow_matching_noise_module")}
+        ref = RefFlexTok(**parts, pipeline=instantiate(cfg["pipeline"]))
+        ref.load_state_dict(load_file("model.safetensors"), strict=True)
+    finally:
+        os.chdir(cwd)
+    ref.eval()
+    for m in ref.modules():
+        if hasattr(m, "use_flex_attention"):
+            m.use_flex_attention = False
+        if hasattr(m, "return_materialized_mask"):
+            m.return_materialized_mask = True
+    mine = zoo.load_official("flextok", FIXTURE)
+    x = load_file(str(FIXTURE.parent / "fixture.safetensors"))["input_image"]
+
+    def best(fn, rep=2):
+        out = fn()
+        t = []
+        for _ in range(rep):
+            t0 = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - t0)
+        return min(t), out
+
+    print(f"reference apple/ml-flextok (SDPA fallback) vs tokenzoo, parity fixture model, CPU fp32, {threads} thread(s)")
+    print("| batch | encode ref s | encode tokenzoo s | tokens equal | decode ref s | decode tokenzoo s | max abs image diff |")
+    print("|---|---|---|---|---|---|---|")
+    for b in (1, 8):
+        xb = (x.repeat(b, 1, 1, 1) + 0.01 * torch.arange(b, dtype=torch.float32).view(b, 1, 1, 1)).clamp(-1, 1)
+        with torch.no_grad():
+            te_r, tok_r = best(lambda: ref.tokenize(xb))
+            te_m, tok_m = best(lambda: mine.encode(xb))
+            td_r, img_r = best(lambda: ref.detokenize(list(tok_r), vae_image_sizes=32, timesteps=steps,
+                                                      generator=torch.Generator().manual_seed(7), guidance_scale=7.5,
+                                                      perform_norm_guidance=True, verbose=False))
+            td_m, img_m = best(lambda: mine.decode(tok_m, num_steps=steps, guidance_scale=7.5,
+                                                   generator=torch.Generator().manual_seed(7)))
+        same = torch.equal(torch.cat(list(tok_r)), tok_m.ids)
+        print(f"| {b} | {te_r:.3f} | {te_m:.3f} | {same} | {td_r:.3f} | {td_m:.3f} | "
+              f"{(img_r - img_m).abs().max().item():.1e} |", flush=True)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=6, help="decode steps for the fixture model (fixture: 6)")
@@ -96,7 +166,12 @@ def main(argv=None):
     ap.add_argument("--skip-main", action="store_true", help="only the fixture model")
     ap.add_argument("--main-batches", type=int, nargs="+", default=[1])
     ap.add_argument("--main-steps", type=int, default=1)
+    ap.add_argument("--compare-reference", metavar="PATH", default=None,
+                    help="also time a checkout of apple/ml-flextok (needs hydra-core and mup) on the fixture")
     args = ap.parse_args(argv)
+    if args.compare_reference:
+        compare_reference(args.compare_reference, args.threads)
+        return
     jobs = [("fixture", b, op, args.steps, args.repeats, args.threads, True) for b in (1, 8)
             for op in ("encode", "decode")]
     if not args.skip_main:
