@@ -352,3 +352,35 @@ def test_docs_offline_example_runs():
     offline = [b for b in blocks if "official_config" in b]
     assert len(offline) == 1
     exec(compile(offline[0], "docs/models/flextok.md", "exec"), {})
+
+
+def test_main_config_matches_the_reconstructed_release_state_dict():
+    """FlexTokConfig() (d18-d28) builds exactly the 648 tensors (names and shapes) of the research note's
+    reconstruction of the released state_dict, on the meta device (no memory)."""
+    import os
+    from pathlib import Path
+
+    from diffusers import AutoencoderKL
+
+    from image.flextok.model import Sequential
+
+    shared = Path(os.environ.get("TOKENZOO_SHARED", Path(__file__).resolve().parents[3].parent / "shared"))
+    tsv = shared / "research" / "flextok_state_dict_d18_d28_reconstructed.tsv"
+    if not tsv.is_file():
+        pytest.skip(f"{tsv} not found")
+    expected = {}
+    for line in tsv.read_text().splitlines():
+        if line.startswith("#") or line.startswith("key\t") or not line.strip():
+            continue
+        key, shape = line.split("\t")
+        expected[key] = tuple(json.loads(shape))
+    cfg = FlexTokConfig()
+    with torch.device("meta"):
+        enc, dec = Sequential(cfg.encoder, "encoder"), Sequential(cfg.decoder, "decoder")
+        vae = AutoencoderKL.from_config({k: v for k, v in cfg.autoencoder.items() if not k.startswith("_")})
+    got = {f"encoder.{k}": tuple(v.shape) for k, v in enc.state_dict().items()}
+    got.update({f"decoder.{k}": tuple(v.shape) for k, v in dec.state_dict().items()})
+    got.update({f"vae.vae.{k}": tuple(v.shape) for k, v in vae.state_dict().items()})
+    assert len(expected) == 648
+    assert got == expected
+    assert sum(math.prod(s) for s in got.values()) == 2_540_882_841
