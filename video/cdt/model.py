@@ -85,17 +85,20 @@ class CausalConv3d(nn.Conv3d):
         if self.front == 0 or cache is None:
             return super().forward(self._pad(x, self.front))
         prev = cache.get(self)
+        h, w = x.shape[3:]
+        pw, _, ph, _ = self.spatial
         if prev is None:
-            # first chunk: pad in time exactly as the one-pass computation does
-            if self.pad_mode == "zeros":
-                head = x.new_zeros(x.shape[:2] + (self.front,) + x.shape[3:])
-            else:
-                head = x[:, :, :1].expand(-1, -1, self.front, -1, -1)
-            seq = torch.cat([head, x], dim=2)
+            # first chunk: pad exactly as the one-pass computation does; carry the last frames of the padded
+            # sequence (without the spatial border)
+            padded = self._pad(x, self.front)
+        elif self.pad_mode == "zeros":
+            # one copy: zero-pad, then write the carried frames into the temporal pad (their border is zero too)
+            padded = self._pad(x, self.front)
+            padded[:, :, : self.front, ph:ph + h, pw:pw + w] = prev
         else:
-            seq = torch.cat([prev, x], dim=2)
-        cache.put(self, seq[:, :, -self.front:].clone())
-        return super().forward(self._pad(seq, 0))
+            padded = self._pad(torch.cat([prev, x], dim=2), 0)
+        cache.put(self, padded[:, :, -self.front:, ph:ph + h, pw:pw + w].clone())
+        return super().forward(padded)
 
 
 def _triple(v) -> Tuple[int, int, int]:
@@ -850,15 +853,14 @@ class CDTTokenizer(VideoTokenizer):
                 nf = 1 + tf * (n - 1)
                 y = self.net.decode_item(z[i:i + 1, :, :n], x_init[i:i + 1, :, :nf], steps, chunk,
                                          reference_chunking)
-                if nf < frames:
+                if vr == (0.0, 1.0):
+                    y = (y + 1) / 2
+                if clamp:
+                    y = y.clamp(vr[0], vr[1])
+                if nf < frames:  # padding frames are zeros in the output's range
                     y = F.pad(y, (0, 0, 0, 0, 0, frames - nf))
                 items.append(y)
-            video = torch.cat(items, 0)
-            if vr == (0.0, 1.0):
-                video = (video + 1) / 2
-            if clamp:
-                video = video.clamp(vr[0], vr[1])
-            video = video.to(out_device, out_dtype)
+            video = torch.cat(items, 0).to(out_device, out_dtype)
         if lengths is None:
             return video
         return video, (1 + tf * (lengths - 1)).to(out_device)
