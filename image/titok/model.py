@@ -441,6 +441,32 @@ class TiTok(ImageTokenizer):
         out = out.clamp(0.0, 1.0) if clamp else out
         return out.to(out_device)
 
+    # ------------------------------------------------------------------ training forward
+    def forward(self, images: torch.Tensor, noise: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """Differentiable pass for training (the reference's ``forward``): images ``[B, 3, S, S]`` in [0, 1] ->
+        ``{"reconstruction", "latents", ...}`` plus, for VQ, ``ids`` and the quantizer losses ``commitment``
+        (``commitment_cost * mse(z, sg[q])``) and ``codebook`` (``mse(sg[z], q)``), the straight-through codes
+        feeding the decoder; for VAE, ``mean``/``logvar`` and ``kl`` ``[B]`` (summed over channels and tokens),
+        decoding ``mean + std * noise`` (``noise`` drawn with ``torch.randn`` when not given).
+        Stage-2 fine-tuning of a two-stage model trains the decoders only: freeze ``encoder``, ``latent_tokens``
+        and ``quantize`` yourself, as the reference does."""
+        images = check_tensor("images", images, ndim=(4,), floating=True, shape_hint="[B, 3, S, S] in [0, 1]")
+        z = self.encoder_forward(images)
+        out: Dict[str, torch.Tensor] = {"latents": z}
+        if self.config.discrete:
+            q = self.quantize(z.float())
+            out.update(ids=q.ids, **q.losses)
+            zq = q.quantized
+        else:
+            mean, logvar = self._split_moments(z)
+            if noise is None:
+                noise = torch.randn_like(mean)
+            zq = mean + torch.exp(0.5 * logvar) * noise
+            out.update(mean=mean, logvar=logvar,
+                       kl=0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=(1, 2)))
+        out["reconstruction"] = self.decoder_forward(zq)
+        return out
+
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_official(cls, *paths, **kwargs):

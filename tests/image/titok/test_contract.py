@@ -413,3 +413,25 @@ def _json(tmp_path, data):
     p = tmp_path / "vqgan.json"
     p.write_text(json.dumps(data))
     return p
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_training_forward_has_gradients(kind):
+    m = tiny(kind).train()
+    out = m(images(2))
+    assert out["reconstruction"].shape == (2, 3, 16, 16)
+    loss = out["reconstruction"].pow(2).mean()
+    if kind == "vae":
+        assert out["kl"].shape == (2,)
+        loss = loss + out["kl"].mean()
+    else:
+        assert out["ids"].shape == (2, 5) and set(out) >= {"commitment", "codebook"}
+        loss = loss + out["commitment"] + out["codebook"]
+    loss.backward()
+    assert m.encoder.patch_embed.weight.grad is not None and m.decoder.decoder_embed.weight.grad is not None
+    assert float(m.encoder.patch_embed.weight.grad.abs().sum()) > 0
+    if kind != "vae":
+        assert m.quantize.codebook.embed.grad is not None
+    m.eval()
+    if kind != "vae":
+        assert torch.equal(m(images(2))["ids"], m.encode(images(2)).ids)
