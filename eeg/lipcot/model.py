@@ -12,6 +12,7 @@ Everything is NumPy float64 (the buffers are float64 tensors so that ``save_pret
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -172,20 +173,8 @@ class LiPCoT(SeriesTokenizer):
                                  f"{win} samples ({win / self.config.sfreq:g} s)")
         ids = torch.zeros(B, C, max(counts), dtype=torch.long)
         for i in range(B):
-            if win is None:
-                windows = data[i, :, :n_samples[i]]  # [C, L]
-            else:
-                windows = data[i, :, :counts[i] * win].reshape(C * counts[i], win)
-            if windows.shape[-1] <= self.config.order + 1:
-                raise ValueError(f"item {i} has {windows.shape[-1]} samples per window; LPC of order "
-                                 f"{self.config.order} needs more than {self.config.order + 1}")
-            try:
-                tok = self.encode_windows(windows)
-            except _BadWindow as exc:
-                w_idx = exc.index
-                ch, wi = divmod(w_idx, counts[i])
-                chan = f"channel {ch}" + (f" ({ch_names[ch]})" if ch_names else "")
-                raise ValueError(f"x item {i}, {chan}, window {wi}: {exc.reason}") from None
+            with self._named_errors(i, counts[i], ch_names):
+                tok = self.encode_windows(self._item_windows(data[i], n_samples[i], win, counts[i]))
             ids[i, :, :counts[i]] = tok.reshape(C, counts[i])
         metadata = {"family": self.family, "sfreq": f"{self.config.sfreq:g}"}
         if ch_names is not None:
@@ -194,6 +183,44 @@ class LiPCoT(SeriesTokenizer):
         if lengths is not None and win is not None:
             out_lengths = torch.tensor(counts, dtype=torch.long)
         return Tokens(ids.to(x.device), out_lengths, metadata)
+
+    def _item_windows(self, item: np.ndarray, n: int, win: Optional[int], count: int) -> np.ndarray:
+        """Windows (rows) of one item ``[C, T]``: its valid part per channel, or ``count`` windows of ``win``."""
+        windows = item[:, :n] if win is None else item[:, :count * win].reshape(item.shape[0] * count, win)
+        if windows.shape[-1] <= self.config.order + 1:
+            raise ValueError(f"windows of {windows.shape[-1]} samples are too short: LPC of order "
+                             f"{self.config.order} needs more than {self.config.order + 1}")
+        return windows
+
+    @contextlib.contextmanager
+    def _named_errors(self, item: int, count: int, ch_names: Optional[List[str]]):
+        try:
+            yield
+        except _BadWindow as exc:
+            ch, wi = divmod(exc.index, count)
+            chan = f"channel {ch}" + (f" ({ch_names[ch]})" if ch_names else "")
+            raise ValueError(f"x item {item}, {chan}, window {wi}: {exc.reason}") from None
+
+    def reconstruction_reference(self, x, **kwargs) -> torch.Tensor:
+        """What ``decode(encode(x))`` approximates: every window's own LPC model ``[a1 .. ap, E]``, float64
+        ``[B, C, n_windows, p + 1]`` (warped domain, like ``decode``); zero past each item's windows."""
+        x, kw = self.prepare_input(x, **kwargs)
+        lengths, ch_names = kw.get("lengths"), kw.get("ch_names")
+        B, C, T = x.shape
+        data = x.detach().cpu().double().numpy()
+        n_samples = [T] * B if lengths is None else [int(n) for n in lengths.tolist()]
+        win = self._window_samples(kw.get("window_seconds"), T)
+        counts = [1] * B if win is None else [n // win for n in n_samples]
+        if min(counts) == 0:
+            raise ValueError(f"an item is shorter than one window of {win} samples")
+        out = np.zeros((B, C, max(counts), self.config.order + 1))
+        for i in range(B):
+            with self._named_errors(i, counts[i], ch_names):
+                f = self.window_features(_as_windows(self._item_windows(data[i], n_samples[i], win, counts[i]),
+                                                     self.config.order))
+            out[i, :, :counts[i], :-1] = f["ar"].reshape(C, counts[i], -1)
+            out[i, :, :counts[i], -1] = f["energy"].reshape(C, counts[i])
+        return torch.from_numpy(out).to(x.device)
 
     def check_tokens(self, tokens: Tokens) -> Tokens:
         check_ids("tokens.ids", tokens.ids, self.config.vocab_size, ndim=(3,),

@@ -223,6 +223,27 @@ class TFMTokenizer(SeriesTokenizer):
             metadata["ch_names"] = json.dumps(ch_names)
         return Tokens(ids, None if lengths is None else torch.tensor(frames, dtype=torch.long), metadata)
 
+    def reconstruction_reference(self, x, **kwargs) -> torch.Tensor:
+        """What ``decode(encode(x))`` approximates: ``|STFT|`` ``[B, C, n_freq, nT]`` of the input as ``encode``
+        sees it (resampled to 200 Hz, scaled when ``normalize``); zero past each item's ``lengths``."""
+        x, kw = self.prepare_input(x, **kwargs)
+        c = self.config
+        normalize = kw.get("normalize")
+        normalize = c.normalize if normalize is None else normalize
+        lengths = kw.get("lengths")
+        B, C, T = x.shape
+        n_samples = [T] * B if lengths is None else [int(n) for n in lengths.tolist()]
+        out = torch.zeros(B, C, c.n_freq, num_frames(T, c.n_fft, c.hop), device=x.device)
+        with torch.inference_mode():
+            for n in sorted(set(n_samples)):
+                items = [i for i, m in enumerate(n_samples) if m == n]
+                xs = x[items, :, :n].float()
+                if normalize:
+                    xs = quantile_scale(xs)
+                spec = self.stft(xs)
+                out[items, :, :, : spec.shape[-1]] = spec
+        return out
+
     def _chunk_samples(self, chunk_seconds) -> Optional[int]:
         if chunk_seconds is None:
             return None

@@ -221,3 +221,14 @@ def test_registry_entry_through_hf_cache(lipcot_dir, tmp_path):
     ref = np.load(lipcot_dir / "reference_tokens.npz")
     x = np.load(lipcot_dir / "input.npz")["x"]
     assert np.array_equal(model.encode_windows(x.T).numpy(), ref["token_ids"])
+
+
+def test_reconstruction_reference(tok):
+    x = _ar_noise(2, 3, 2500, seed=9)
+    ref = tok.reconstruction_reference(x, window_seconds=1.0, lengths=[2500, 1200])
+    dec = tok.decode(tok.encode(x, window_seconds=1.0, lengths=[2500, 1200]))
+    assert ref.shape == dec.shape == (2, 3, 5, 17)
+    f = tok.window_features(x[0, :, 500:1000].numpy())
+    np.testing.assert_array_equal(ref[0, :, 1, :-1].numpy(), f["ar"])
+    np.testing.assert_array_equal(ref[0, :, 1, -1].numpy(), f["energy"])
+    assert (ref[1, :, 2:] == 0).all() and (ref[1, :, :2] != 0).any()

@@ -308,3 +308,13 @@ def test_registry_entry_through_hf_cache(tfm_dir, tmp_path):
     target.write_bytes(target.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(ValueError, match="checksum"):
         zoo.from_pretrained("tfm-classifier-tuev", cache_dir=tmp_path, local_files_only=True)
+
+
+def test_reconstruction_reference(tok):
+    x = _eeg(2, 2, 1000)
+    ref = tok.reconstruction_reference(x, sfreq=200, lengths=[1000, 600])
+    assert ref.shape == (2, 2, 100, 9)
+    torch.testing.assert_close(ref[0], tok.stft(quantile_scale(x[:1]))[0])
+    torch.testing.assert_close(ref[1, :, :, :5], tok.stft(quantile_scale(x[1:2, :, :600]))[0])
+    assert (ref[1, :, :, 5:] == 0).all()
+    assert tok.decode(tok.encode(x)).shape == ref.shape
