@@ -384,3 +384,32 @@ def test_main_config_matches_the_reconstructed_release_state_dict():
     assert len(expected) == 648
     assert got == expected
     assert sum(math.prod(s) for s in got.values()) == 2_540_882_841
+
+
+def test_single_token_null_condition(tiny_official_config, make_images):
+    """LearnedNullCond(replace_with_single_token=True): the unconditional pass sees ONE null register, so the
+    conditional and unconditional passes run separately."""
+    from image.flextok.model import LearnedNullCond
+
+    official = tiny_official_config()
+    official["decoder"]["module_dict"]["dec_latent_dropout"]["replace_with_single_token"] = True
+    torch.manual_seed(0)
+    vae = {"block_out_channels": [8, 8], "down_block_types": ["DownEncoderBlock2D"] * 2,
+           "up_block_types": ["UpDecoderBlock2D"] * 2, "latent_channels": 4, "layers_per_block": 1,
+           "norm_num_groups": 4, "scaling_factor": 0.5}
+    model = FlexTok(FlexTokConfig.from_official(official, vae)).eval()
+    assert model._single_null
+    null = model.decoder.module_dict["dec_latent_dropout"]
+    assert isinstance(null, LearnedNullCond)
+    out = null({"dec_quants": torch.zeros(2, 8, 32), "eval_dropout_mask": [True, True]})["dec_quants"]
+    assert out.shape == (2, 1, 32) and torch.equal(out[0, 0], null.nullcond)
+    with pytest.raises(ValueError, match="all or none"):
+        null({"dec_quants": torch.zeros(2, 8, 32), "eval_dropout_mask": [True, False]})
+    ids = model.encode(make_images(2)).ids
+    noise = model.make_noise(2, torch.Generator().manual_seed(0))
+    y = model.decode(ids, num_steps=2, noise=noise, guidance_scale=3.0)
+    with torch.no_grad():
+        codes, keep, t = model.token_codes(ids), torch.tensor([8, 8]), torch.ones(2)
+        v_c = model.velocity(noise, t, codes, keep)
+        v_u = model.velocity(noise, t, codes, keep, torch.tensor([True, True]))
+    assert not torch.allclose(v_c, v_u) and torch.isfinite(y).all()
