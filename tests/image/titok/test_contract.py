@@ -325,6 +325,13 @@ def test_load_official_round_trip(kind, tmp_path):
         assert torch.equal(again.encode(x).ids, m.encode(x).ids)
     else:
         assert torch.equal(again.encode_latents(x), m.encode_latents(x))
+    # this package's own format round-trips too (config.json with the typed config + model.safetensors)
+    saved = zoo.from_pretrained(str(m.save_pretrained(tmp_path / "saved")))
+    assert type(saved) is TiTok and saved.config == m.config
+    if m.spec.discrete:
+        assert torch.equal(saved.decode(m.encode(x)), m.decode(m.encode(x)))
+    else:
+        assert torch.equal(saved.decode_latents(m.encode_latents(x)), m.decode_latents(m.encode_latents(x)))
 
 
 def test_strict_loading_names_keys(tmp_path):
