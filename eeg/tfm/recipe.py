@@ -138,7 +138,7 @@ class TFMRecipe(Recipe):
         vq = sum(float(v.detach()) for o in (out, out_sym) for v in o["losses"].values())
         ids = torch.cat([out["ids"].reshape(-1), out_sym["ids"].reshape(-1)]).detach().cpu()
         used = torch.unique(ids).numel() / core.config.codebook_size
-        return {"loss": recon.detach(), "recon_loss": float(recon), "vq_loss": vq, "utilization": used}
+        return {"loss": recon.detach(), "recon_loss": float(recon.detach()), "vq_loss": vq, "utilization": used}
 
     def evaluate(self, ctx, batch) -> Dict[str, float]:
         core: TFMTokenizer = ctx.unwrap()
