@@ -40,6 +40,9 @@ _BLOCK_WINDOWS = 8192
 class LiPCoT(SeriesTokenizer):
     """LiPCoT tokenizer. ``encode(x [B, C, T], sfreq=...) -> Tokens [B, C, n_windows]``.
 
+    ``x`` may also be windows ``[n_windows, n_samples]`` (one item whose rows are windows -> ids ``[1, n, 1]``),
+    as a tensor or a float NumPy array.
+
     With ``config.window_seconds`` (or ``window_seconds=`` at encode time) each channel is cut into consecutive
     windows of that length (a trailing partial window is dropped); otherwise each channel of an item is ONE
     window, as in the reference pipeline (a 5 s segment x 59 channels -> 59 tokens).
@@ -127,6 +130,10 @@ class LiPCoT(SeriesTokenizer):
     def prepare_input(self, x, sfreq: Optional[float] = None, lengths=None, ch_names=None, resample: bool = True,
                       **kwargs):
         c = self.config
+        if isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating):
+            x = torch.from_numpy(np.ascontiguousarray(x))
+        if isinstance(x, torch.Tensor) and x.ndim == 2:
+            x = x[None]  # windows [n_windows, n_samples]: one item whose rows are the windows
         names = check_ch_names(ch_names, x.shape[1]) if isinstance(x, torch.Tensor) and x.ndim == 3 else None
         x = check_series("x", x, sfreq=sfreq or c.sfreq, ch_names=names)
         if sfreq is not None:

@@ -84,7 +84,9 @@ def test_resampling(tok):
 
 def test_bad_inputs(tok):
     with pytest.raises(ValueError, match="3 dimensions"):
-        tok.encode(torch.randn(2, 2500))
+        tok.encode(torch.randn(1, 2, 3, 2500))
+    with pytest.raises(TypeError):
+        tok.encode(np.zeros((2, 2500), dtype=np.int64))
     with pytest.raises(ValueError, match="empty"):
         tok.encode(torch.zeros(1, 2, 0))
     x = _ar_noise(1, 3, 2500)

@@ -93,6 +93,7 @@ def test_tokens_and_bert_ids_exact(case):
     assert tokens.ids.shape == (1, x.shape[1], 1)
     np.testing.assert_array_equal(tokens.ids[0, :, 0].numpy(), ref["token_ids"])
     np.testing.assert_array_equal(tok.encode_windows(x.T).numpy(), ref["token_ids"])
+    np.testing.assert_array_equal(tok.encode(x.T, sfreq=500).ids[0, :, 0].numpy(), ref["token_ids"])
     bert = tok.bert_inputs(tokens)
     np.testing.assert_array_equal(bert["input_ids"].numpy(), ref["bert_input_ids"])
     np.testing.assert_array_equal(bert["attention_mask"].numpy(), ref["bert_attention_mask"])
