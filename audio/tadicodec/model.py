@@ -307,7 +307,11 @@ class TaDiCodec(AudioTokenizer):
                              f"{ids.shape[1]} tokens cover ({c.down_sample_factor} frames per token): the output "
                              "covers only the frames after the prompt")
         if noise is None:
-            noise = torch.randn((B, Tt, c.mel_dim), dtype=cond.dtype, device=cond.device, generator=generator)
+            # drawn where the generator lives (a CPU generator also serves a GPU model); without one, from the
+            # global RNG of the model's device, as the reference does
+            where = generator.device if generator is not None else cond.device
+            noise = torch.randn((B, Tt, c.mel_dim), dtype=cond.dtype, device=where,
+                                generator=generator).to(cond.device)
         elif tuple(noise.shape) != (B, Tt, c.mel_dim):
             raise ValueError(f"noise must have shape {(B, Tt, c.mel_dim)} (items, target frames = 8 * tokens - "
                              f"prompt frames, mels), got {tuple(noise.shape)}")
