@@ -144,7 +144,10 @@ def test_list_info_demo(models, registry_dir, tmp_path, capsys):
     assert "families:" in out and "toy-audio-local: input [1, 24000] -> ids [1, 1, 6000]" in out
 
 
-def test_demo_without_bundled_models(registry_dir, capsys):
+def test_demo_without_bundled_models(registry_dir, capsys, monkeypatch):
+    from zoo import hub_configs_schema
+
+    monkeypatch.setattr(hub_configs_schema, "hub_configs_dir", lambda: registry_dir)  # no package entries
     assert main(["demo"]) == 0
     assert "Bundled demo models are not shipped yet" in capsys.readouterr().out
 
