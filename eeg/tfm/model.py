@@ -403,6 +403,21 @@ class TFMClassifier(nn.Module):
             raise ValueError("masked_prediction needs tokens without padding (all lengths equal to nT)")
         return torch.stack(self._run(tokens, lambda ids: self.head(self._transform(ids)[:, 1:])))
 
+    @torch.no_grad()
+    def init_token_embedding(self, tokenizer: "TFMTokenizer") -> "TFMClassifier":
+        """Copy the tokenizer's codebook into token-embedding rows ``0 .. K-1`` and zero the mask row, as the
+        original does before masked-token pretraining (``load_embedding_weights``)."""
+        if not isinstance(tokenizer, TFMTokenizer):
+            raise TypeError(f"tokenizer must be a TFMTokenizer, got {describe(tokenizer)}")
+        codes = tokenizer.quantizer.embed.detach()
+        K, E = codes.shape
+        if (K, E) != (self.config.codebook_size, self.config.emb_size):
+            raise ValueError(f"the tokenizer's codebook is {K} x {E}, this classifier embeds "
+                             f"{self.config.codebook_size} x {self.config.emb_size} tokens")
+        self.token_embedding.weight.zero_()
+        self.token_embedding.weight[:K] = codes.to(self.token_embedding.weight)
+        return self
+
     # ------------------------------------------------------------------ persistence
     @classmethod
     def from_config(cls, config: Union[TFMClassifierConfig, Dict[str, Any]]) -> "TFMClassifier":

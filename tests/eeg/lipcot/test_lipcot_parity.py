@@ -115,6 +115,8 @@ def test_centroid_models(case):
     assert dec.dtype == torch.float64 and dec.shape == (1, ids.shape[1], 1, tok.config.order + 1)
     np.testing.assert_array_equal(dec[0, :, 0, :-1].numpy(), a[ref["token_ids"]])
     np.testing.assert_array_equal(dec[0, :, 0, -1].numpy(), energy[ref["token_ids"]])
+    dec_un = tok.decode(ids, unwarped=True)
+    assert np.abs(dec_un[0, :, 0, :-1].numpy() - ref["centroid_ar_unwarped"][ref["token_ids"]]).max() <= 1e-6
 
 
 def test_centres_are_their_own_tokens(case):

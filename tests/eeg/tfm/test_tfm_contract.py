@@ -318,3 +318,12 @@ def test_reconstruction_reference(tok):
     torch.testing.assert_close(ref[1, :, :, :5], tok.stft(quantile_scale(x[1:2, :, :600]))[0])
     assert (ref[1, :, :, 5:] == 0).all()
     assert tok.decode(tok.encode(x)).shape == ref.shape
+
+
+def test_classifier_embedding_from_codebook(tok):
+    clf = TFMClassifier(TFMClassifierConfig(emb_size=16, codebook_size=32, num_heads=2, depth=1, n_classes=32))
+    clf.init_token_embedding(tok)
+    torch.testing.assert_close(clf.token_embedding.weight[:32], tok.quantizer.embed, rtol=0, atol=0)
+    assert (clf.token_embedding.weight[32] == 0).all()
+    with pytest.raises(ValueError, match="codebook"):
+        TFMClassifier(TFMClassifierConfig(emb_size=16, codebook_size=64, num_heads=2, depth=1)).init_token_embedding(tok)
