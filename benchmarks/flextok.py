@@ -64,7 +64,12 @@ def _build(name: str):
                "norm_num_groups": 4, "sample_size": 256, "scaling_factor": 0.7311}
         official = official_config(enc_dim=96, enc_depth=2, dec_dim=64, dec_depth=2, head_dim=32, n_registers=32)
         return FlexTok(FlexTokConfig.from_official(official, vae))
-    return FlexTok(FlexTokConfig())  # flextok_d18_d28, random weights
+    cfg = FlexTokConfig()  # flextok_d18_d28, random weights
+    if name.startswith("main-dec"):  # the main model with a shallower decoder (for the per-block decode estimate)
+        for m in cfg.decoder:
+            if m["name"] == "dec_transformer":
+                m["depth"] = int(name[len("main-dec"):])
+    return FlexTok(cfg)
 
 
 def _measure(args):
@@ -166,30 +171,51 @@ def main(argv=None):
     ap.add_argument("--skip-main", action="store_true", help="only the fixture model")
     ap.add_argument("--main-batches", type=int, nargs="+", default=[1])
     ap.add_argument("--main-steps", type=int, default=1)
+    ap.add_argument("--skip-fixture", action="store_true")
+    ap.add_argument("--skip-main-encode", action="store_true", help="skip the ~10 GB full-model encode")
+    ap.add_argument("--estimate-decode", type=int, nargs=2, metavar=("D1", "D2"), default=None,
+                    help="instead of decoding with the full 28-block decoder (~10 GB), time one step with D1 and D2 "
+                         "decoder blocks and extrapolate linearly to 28")
     ap.add_argument("--compare-reference", metavar="PATH", default=None,
                     help="also time a checkout of apple/ml-flextok (needs hydra-core and mup) on the fixture")
     args = ap.parse_args(argv)
     if args.compare_reference:
         compare_reference(args.compare_reference, args.threads)
         return
-    jobs = [("fixture", b, op, args.steps, args.repeats, args.threads, True) for b in (1, 8)
-            for op in ("encode", "decode")]
+    jobs = [] if args.skip_fixture else [("fixture", b, op, args.steps, args.repeats, args.threads, True)
+                                         for b in (1, 8) for op in ("encode", "decode")]
     if not args.skip_main:
         # one cold call each: a warm-up of the 2.5 G-parameter model would double a minutes-long measurement
-        jobs += [("main", b, op, args.main_steps, 1, args.threads, False) for b in args.main_batches
-                 for op in ("encode", "decode")]
+        ops = ("encode",) if args.estimate_decode else ("encode", "decode")
+        if not args.skip_main_encode:
+            jobs += [("main", b, op, args.main_steps, 1, args.threads, False) for b in args.main_batches
+                     for op in ops]
+    if args.estimate_decode:
+        jobs += [(f"main-dec{d}", b, "decode", 1, args.repeats, args.threads, True)
+                 for b in (1, 8) for d in args.estimate_decode]
     ctx = mp.get_context("spawn")
     print(f"FlexTok, CPU float32, {args.threads} thread(s), 256x256 images, APG 7.5 "
           "(decode = Euler steps x 2 decoder passes + VAE decode)")
     print("| model | params | batch | op | steps | s/call | images/s | s/image @20 steps | peak MiB (+model RSS) |")
     print("|---|---|---|---|---|---|---|---|---|", flush=True)
+    est = {}
     for job in jobs:
         with ctx.Pool(1) as pool:
             name, batch, op, steps, sec, n_params, peak, base = pool.apply(_measure, (job,))
-        label = "fixture (96x2 / 64x2, 32 reg)" if name == "fixture" else "paper d18-d28 (random, cold)"
+        label = {"fixture": "fixture (96x2 / 64x2, 32 reg)", "main": "paper d18-d28 (random, cold)"}.get(
+            name, f"d18-d28 with {name[len('main-dec'):]} decoder blocks")
         per20 = "" if op == "encode" else f"{sec / batch / steps * 20:.3f}"
         print(f"| {label} | {n_params / 1e6:.1f}M | {batch} | {op} | {steps if op == 'decode' else '-'} | "
               f"{sec:.3f} | {batch / sec:.2f} | {per20} | {peak:.0f} (+{base:.0f}) |", flush=True)
+        if name.startswith("main-dec"):
+            est[(batch, int(name[len("main-dec"):]))] = sec
+    if args.estimate_decode:
+        d1, d2 = args.estimate_decode
+        for b in (1, 8):
+            t1, t2 = est[(b, d1)], est[(b, d2)]
+            t28 = t1 + (t2 - t1) / (d2 - d1) * (28 - d1)  # one step incl. VAE decode, linear in decoder depth
+            print(f"| paper d18-d28 decode (estimate from {d1}/{d2} blocks) | 2540.9M | {b} | decode | 1 | "
+                  f"{t28:.3f} | {b / t28:.3f} | {t28 / b * 20:.1f} | ~ |", flush=True)
 
 
 if __name__ == "__main__":

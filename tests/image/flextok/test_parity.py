@@ -110,9 +110,9 @@ def test_decode_latents_and_images(fx, k):
                        generator=torch.Generator().manual_seed(SEED))
     assert img.shape == (1, 3, 256, 256) and img.dtype == torch.float32
     assert maxdiff(img, d[f"recon_k{k}"]) <= 5e-4
-    # explicit noise reproduces the generator path bit for bit
-    img2 = model.decode(ids, num_steps=STEPS, guidance_scale=GUIDANCE, noise=d["flow_noise"])
-    assert torch.equal(img, img2)
+    if k == KS[-1]:  # explicit noise reproduces the generator path bit for bit
+        img2 = model.decode(ids, num_steps=STEPS, guidance_scale=GUIDANCE, noise=d["flow_noise"])
+        assert torch.equal(img, img2)
 
 
 def test_decode_without_guidance(fx):
