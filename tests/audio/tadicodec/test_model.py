@@ -10,7 +10,7 @@ import torch
 import zoo
 from zoo.tokens import Tokens
 
-from .conftest import tiny_config  # noqa: F401
+from .conftest import tiny_config
 
 
 def test_spec(tiny):
@@ -222,3 +222,16 @@ def test_docs_runnable_example():
     scope: dict = {}
     exec(compile(block, "docs/models/tadicodec.md", "exec"), scope)
     assert scope["y"].shape == (2, 71 * 480)
+
+
+def test_model_without_text_conditioning():
+    """use_text_cond=False (a config option of the original): no text embedding, no guidance, no text needed."""
+    from audio.tadicodec import TaDiCodec
+
+    from .conftest import randomize
+
+    m = randomize(TaDiCodec(tiny_config(use_text_cond=False)))
+    assert not any("text" in k for k in m.state_dict())
+    tok = m.encode(torch.randn(1, 9600, generator=torch.Generator().manual_seed(0)))
+    y = m.decode(tok, noise=torch.randn(1, 16, 128))
+    assert y.shape == (1, 16 * 480) and torch.isfinite(y).all()
