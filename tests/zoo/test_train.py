@@ -127,3 +127,20 @@ def test_two_processes_match_one_with_the_same_global_batch(speech, tmp_path):
     a, b = _weights(one), _weights(two)
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), (k, (a[k] - b[k]).abs().max())
+
+
+def test_tokenzoo_train_command_and_resume(speech, tmp_path):
+    from zoo.cli import main
+
+    cfg = tmp_path / "toy.yaml"
+    cfg.write_text("train:\n  max_steps: 6\n  batch_size: 4\n  log_every: 2\n  eval_every: 100\n"
+                   "  checkpoint_every: 3\n  holdout_files: 1\n  utilization_warning: 0.0\n"
+                   "recipe:\n  lr: 0.003\n  segment_samples: 2000\n")
+    out = tmp_path / "run"
+    args = ["train", "toy-codec", "--config", str(cfg), "--data", str(speech), "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    assert latest_checkpoint(out).name == "step-00000006"
+    assert zoo.from_pretrained(out).config.hop == 40
+    assert main(args + ["--resume"]) == 0  # already at max_steps: nothing more to do, still exits 0
+    assert main(["train", "toy-codec", "--config", str(cfg), "--data", str(tmp_path / "nope"), "--out",
+                 str(out)]) == 2
