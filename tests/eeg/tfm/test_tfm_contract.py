@@ -327,3 +327,21 @@ def test_classifier_embedding_from_codebook(tok):
     assert (clf.token_embedding.weight[32] == 0).all()
     with pytest.raises(ValueError, match="codebook"):
         TFMClassifier(TFMClassifierConfig(emb_size=16, codebook_size=64, num_heads=2, depth=1)).init_token_embedding(tok)
+
+
+def test_tokenizer_entry_through_hf_cache(tfm_dir, tmp_path):
+    """zoo.from_pretrained('tfm-tokenizer-multi') resolves the release path in the HF cache and converts it
+    (here the cache holds the official-format fixture file under the release's name)."""
+    entry = [e for e in zoo.list_models(family="tfm") if e.name == "tfm-tokenizer-multi"][0]
+    commit = "1" * 40
+    repo_dir = tmp_path / ("models--" + entry.repo_id.replace("/", "--"))
+    target = repo_dir / "snapshots" / commit / entry.files[0].filename
+    target.parent.mkdir(parents=True)
+    shutil.copyfile(tfm_dir / "tfm_tokenizer_last.pth", target)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(commit)
+    model = zoo.from_pretrained("tfm-tokenizer-multi", cache_dir=tmp_path, local_files_only=True)
+    ref = np.load(tfm_dir / "reference_outputs.npz")
+    x = torch.from_numpy(np.load(tfm_dir / "input.npz")["x"])
+    np.testing.assert_array_equal(model.encode(x).ids.numpy(), ref["tokens"])
+    assert getattr(model, "registry_name", None) == "tfm-tokenizer-multi"
