@@ -101,6 +101,24 @@ def _check_spec_args(modality, num_codebooks, token_rate, token_rate_unit) -> No
         raise ValueError(f"token_rate_unit must look like 'tokens/s' or 'tokens/image', got {token_rate_unit!r}")
 
 
+class _eval_mode:
+    """Run in eval mode (no dropout, no EMA codebook updates) and restore the previous mode afterwards."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+        self.modes: Dict[nn.Module, bool] = {}
+
+    def __enter__(self):
+        self.modes = {m: m.training for m in self.module.modules()}
+        self.module.eval()
+        return self.module
+
+    def __exit__(self, *exc):
+        for m, mode in self.modes.items():
+            m.training = mode
+        return False
+
+
 def _model_device(module: nn.Module) -> torch.device:
     for p in module.parameters():
         return p.device
@@ -168,7 +186,7 @@ class Tokenizer(nn.Module, ModelHubMixin):
         out_device = x.device
         device = self.device
         kwargs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
-        with torch.inference_mode():
+        with torch.inference_mode(), _eval_mode(self):
             tokens = self._encode(x.to(device), **kwargs)
         if not isinstance(tokens, Tokens):
             raise TypeError(f"{type(self).__name__}._encode must return zoo.Tokens, got {describe(tokens)}")
@@ -180,7 +198,7 @@ class Tokenizer(nn.Module, ModelHubMixin):
         out_device = tokens.device
         device = self.device
         kwargs = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
-        with torch.inference_mode():
+        with torch.inference_mode(), _eval_mode(self):
             y = self._decode(tokens.to(device), **kwargs)
         if not isinstance(y, torch.Tensor):
             raise TypeError(f"{type(self).__name__}._decode must return a torch.Tensor, got {describe(y)}")

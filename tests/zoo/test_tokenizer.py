@@ -334,3 +334,18 @@ def test_list_models_arguments():
     _raises(ValueError, lambda: zoo.list_models(modality="smell"), "modality must be one of")
     _raises(TypeError, lambda: zoo.list_models(family=3), "family must be a family name")
     assert math.isfinite(len(zoo.list_models()))
+
+
+def test_encode_and_decode_run_in_eval_mode_and_restore_training_mode():
+    from zoo.quantizers import VQ, VQConfig
+    from zoo.tokenizer import _eval_mode
+
+    q = VQ(VQConfig(dim=4, codebook_size=8, ema=True, decay=0.5))
+    before = q.decode(torch.arange(8)).clone()
+    holder = torch.nn.Sequential(q, torch.nn.Dropout(0.5))
+    holder.train()
+    with _eval_mode(holder):
+        assert not q.training and not holder[1].training
+        q(torch.randn(16, 4))  # would move the EMA codebook in training mode
+    assert q.training and holder[1].training
+    assert torch.equal(q.decode(torch.arange(8)), before)
