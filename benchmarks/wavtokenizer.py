@@ -44,9 +44,10 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def measure(fn, repeats: int):
+def measure(fn, repeats: int, warmup: bool = True):
     """(best seconds, peak RSS growth in bytes) of ``fn()`` over ``repeats`` runs (after one warm-up)."""
-    fn()
+    if warmup:
+        fn()
     best, peak_growth = float("inf"), 0
     for _ in range(repeats):
         base = rss_bytes()
@@ -135,9 +136,8 @@ def bench(args) -> None:
             x = speech(args.seconds, batch)
             audio_s = batch * args.seconds
             tokens = model.encode(x)
-            t_enc, m_enc = measure(lambda: model.encode(x), args.repeats)
-            t_dec, m_dec = measure(lambda: model.decode(tokens), args.repeats)
-            rows.append((name, "tokenzoo", batch, audio_s / t_enc, m_enc, audio_s / t_dec, m_dec, ""))
+            jobs = {("tokenzoo", "enc"): lambda: model.encode(x), ("tokenzoo", "dec"): lambda: model.decode(tokens)}
+            note = ""
             if orig is not None:
                 bw = torch.tensor([0])
                 with torch.inference_mode():
@@ -152,13 +152,26 @@ def bench(args) -> None:
                     with torch.inference_mode():
                         return orig.decode(orig.codes_to_features(codes), bandwidth_id=bw)
 
-                o_enc, om_enc = measure(run_enc, args.repeats)
-                o_dec, om_dec = measure(run_dec, args.repeats)
+                jobs[("original", "enc")] = run_enc
+                jobs[("original", "dec")] = run_dec
                 same = torch.equal(codes.permute(1, 0, 2), tokens.ids)
                 err = (model.decode(tokens)[:, 0] - y_orig).abs().max().item()
-                rows.append((name, "original", batch, audio_s / o_enc, om_enc, audio_s / o_dec, om_dec,
-                             f"codes equal: {same}, audio max-abs diff {err:.2e}"))
-    print(f"\nWavTokenizer on CPU fp32, {torch.get_num_threads()} thread(s), {args.seconds:g} s of audio per item\n")
+                note = f"codes equal: {same}, audio max-abs diff {err:.2e}"
+            # interleave the implementations repeat by repeat so that load changes hit both alike
+            best = {k: (float("inf"), 0) for k in jobs}
+            for fn in jobs.values():
+                fn()  # warm-up
+            for _ in range(args.repeats):
+                for key, fn in jobs.items():
+                    t, m = measure(fn, 1, warmup=False)
+                    best[key] = (min(best[key][0], t), max(best[key][1], m))
+            for impl in ("tokenzoo", "original"):
+                if (impl, "enc") in best:
+                    (te, me), (td, md) = best[(impl, "enc")], best[(impl, "dec")]
+                    rows.append((name, impl, batch, audio_s / te, me, audio_s / td, md,
+                                 note if impl == "original" else ""))
+    print(f"\nWavTokenizer on CPU fp32, {torch.get_num_threads()} thread(s), {args.seconds:g} s of audio per item, "
+          f"best of {args.repeats} interleaved runs\n")
     print("| model | implementation | batch | encode x RT | encode peak MB | decode x RT | decode peak MB | note |")
     print("|---|---|---:|---:|---:|---:|---:|---|")
     for name, impl, b, enc, me, dec, md, note in rows:
