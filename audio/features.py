@@ -22,7 +22,6 @@ soxr "HQ" resampling), which the original TaDiCodec pipeline uses.
 
 from __future__ import annotations
 
-import math
 import numbers
 from pathlib import Path
 from typing import Optional, Union

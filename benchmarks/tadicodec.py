@@ -160,13 +160,14 @@ def main(argv=None):
             rows.append(pool.apply(_measure, (job,)))
     print(f"TaDiCodec, CPU float32, {args.threads} thread(s), {args.seconds:g} s utterances, "
           f"decode = {args.steps} steps x (cond + uncond) + vocoder")
-    print(f"| config | params | batch | op | wall s | x real time | peak MiB |")
-    print(f"|---|---|---|---|---|---|---|")
+    print("| config | params | batch | op | wall s | x real time | peak MiB |")
+    print("|---|---|---|---|---|---|---|")
     for name, n_params, batch, op, best, rtf, peak in rows:
         print(f"| {name} | {n_params / 1e6:.1f}M | {batch} | {op} | {best:.3f} | {rtf:.2f} | {peak:.0f} |")
     if args.reference:
         print()
-        print(f"Against the original (batch 1, {args.seconds:g} s, {args.steps} steps + vocoder, same weights and noise)")
+        print(f"Against the original (batch 1, {args.seconds:g} s, {args.steps} steps + vocoder, "
+              "same weights and noise)")
         print("| config | ids equal | mel max-abs | wav max-abs | encode s (orig / ours) | decode s (orig / ours) |")
         print("|---|---|---|---|---|---|")
         for name in names:
