@@ -33,8 +33,10 @@ class TFMConfig(ConfigBase):
     decoder_head: ``"mlp"`` (Linear-Tanh-Linear, keys ``decoder.0/2.*``, current code) or ``"linear"`` (one
         Linear, key ``decoder.weight``, older checkpoints).
     decay, eps: EMA decay / Laplace epsilon of the codebook (training only).
-    normalize: divide each channel by its 0.95 quantile of |x| before tokenizing (the reference loaders do this
-        to every window); set False for inputs that are already scaled.
+    normalize: divide each channel by its 0.95 quantile of |x| before tokenizing (what the reference data loaders
+        do to every window before the model sees it). Off by default: ``encode`` then equals the reference
+        ``tokenize`` on the given input, which must already be scaled (``encode(x, normalize=True)`` or
+        ``eeg.preprocess.quantile_scale`` for raw EEG).
     """
 
     sfreq: float = 200.0
@@ -51,7 +53,7 @@ class TFMConfig(ConfigBase):
     decoder_head: str = "mlp"
     decay: float = 0.99
     eps: float = 1e-5
-    normalize: bool = True
+    normalize: bool = False
 
     def __post_init__(self):
         _check_common("TFMConfig", self.emb_size, self.num_heads)

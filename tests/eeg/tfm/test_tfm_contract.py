@@ -94,8 +94,9 @@ def test_resampling_and_rate_checks(tok):
 
 def test_normalisation_is_per_channel_quantile(tok):
     x = _eeg(1, 2, 1000) * torch.tensor([[[50.0], [3.0]]])
-    assert torch.equal(tok.encode(x).ids, tok.encode(quantile_scale(x), normalize=False).ids)
-    assert torch.equal(tok.encode(x).ids, tok.encode(x * 20).ids)
+    assert torch.equal(tok.encode(x, normalize=True).ids, tok.encode(quantile_scale(x)).ids)
+    assert torch.equal(tok.encode(x, normalize=True).ids, tok.encode(x * 20, normalize=True).ids)
+    assert not tok.config.normalize  # default: the input is taken as already scaled, like the reference
 
 
 def test_encode_never_updates_codebook(tok):
@@ -312,7 +313,7 @@ def test_registry_entry_through_hf_cache(tfm_dir, tmp_path):
 
 def test_reconstruction_reference(tok):
     x = _eeg(2, 2, 1000)
-    ref = tok.reconstruction_reference(x, sfreq=200, lengths=[1000, 600])
+    ref = tok.reconstruction_reference(x, sfreq=200, lengths=[1000, 600], normalize=True)
     assert ref.shape == (2, 2, 100, 9)
     torch.testing.assert_close(ref[0], tok.stft(quantile_scale(x[:1]))[0])
     torch.testing.assert_close(ref[1, :, :, :5], tok.stft(quantile_scale(x[1:2, :, :600]))[0])
