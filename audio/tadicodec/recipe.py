@@ -1,0 +1,161 @@
+"""TaDiCodec's training recipe (``tokenzoo train tadicodec``): one-stage flow-matching autoencoder + BSQ.
+
+Follows the reference trainer (``tadicodec_trainer.py`` / ``TaDiCodec.forward``; facts in
+docs/models/tadicodec.md):
+
+- mel of the crop -> encoder -> linear down-sampling x8 -> Linear -> l2 norm -> BSQ (straight-through) ->
+  Linear -> linear up-sampling back to the mel length (``size=T``, as in training) = the per-frame condition;
+- flow path ``x_t = (1 - (1 - sigma) t) z + t x`` on the TARGET frames with ``t ~ U(0, 1)`` clamped to
+  ``[1e-5, 1]`` per item; with probability ``1 - context_drop_p`` each item keeps a clean prompt prefix of
+  ``randint(min(T // 4, 5), int(0.4 T))`` frames, else none; with probability ``cond_drop_p`` the condition is
+  zeroed for the whole batch;
+- loss: L1 between the predicted flow and ``x - (1 - sigma) z`` on target frames, averaged over mel bins, summed and
+  divided by the number of target frames; plus the BSQ entropy regulariser (here vector-quantize-pytorch's LFQ
+  entropy with weight 1, diversity 1, inverse temperature 1: the same structure as bsq-vit's
+  ``H_per_sample - H_codebook``, not the identical estimator); commitment weight 0;
+- AdamW (lr 7.5e-5, torch defaults otherwise), inverse-square-root schedule with linear warm-up (32000 steps in
+  the release, times the number of processes); gradient clipping 0.5 belongs in ``train.clip_grad_norm``.
+
+The shared data loader yields random audio crops without transcripts, so this recipe trains the text-free variant
+(``model.use_text_cond: false``, a mode the reference trainer supports); a text-conditioned model needs aligned
+transcripts, which this loader cannot provide.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+
+from zoo.config import ConfigBase
+from zoo.train import DataConfig, Recipe, register_recipe
+
+from .config import TaDiCodecConfig
+from .model import TaDiCodec
+
+__all__ = ["TaDiCodecRecipe", "TaDiCodecRecipeConfig", "flow_matching_losses", "inverse_sqrt_factor"]
+
+
+@dataclass
+class TaDiCodecRecipeConfig(ConfigBase):
+    model: TaDiCodecConfig = field(default_factory=lambda: TaDiCodecConfig(use_text_cond=False))
+    segment_seconds: float = 4.0
+    lr: float = 7.5e-5
+    warmup_steps: int = 32000
+    betas: tuple = (0.9, 0.999)
+    weight_decay: float = 0.01
+    vq_loss_weight: float = 1.0
+
+    def __post_init__(self):
+        if isinstance(self.model, dict):
+            self.model = TaDiCodecConfig.from_dict(self.model)
+        if self.model.use_text_cond:
+            raise ValueError("model.use_text_cond must be false for this recipe: the shared audio loader yields "
+                             "random crops without aligned transcripts (see audio/tadicodec/recipe.py)")
+        min_seconds = 2 * self.model.samples_per_token / self.model.sample_rate
+        if not self.segment_seconds >= min_seconds:
+            raise ValueError(f"segment_seconds must be >= {min_seconds:g} (two tokens), got {self.segment_seconds}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be an int >= 0, got {self.warmup_steps!r}")
+        self.betas = tuple(self.betas)
+
+    @property
+    def segment_samples(self) -> int:
+        return int(self.segment_seconds * self.model.sample_rate)
+
+
+def inverse_sqrt_factor(step: int, warmup: int) -> float:
+    """transformers' ``get_inverse_sqrt_schedule`` factor: linear warm-up, then ``1 / sqrt((step + s) / ts)``."""
+    if step < warmup:
+        return step / max(1, warmup)
+    timescale = warmup or 10_000
+    return 1.0 / math.sqrt((step + timescale - warmup) / timescale)
+
+
+def flow_matching_losses(core: TaDiCodec, mel: torch.Tensor, generator: Optional[torch.Generator] = None,
+                         text_ids: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+    """The reference's training losses on normalised mels ``[B, T, mels]`` (see the module docstring).
+
+    Returns ``diff_loss`` (flow L1), ``vq_loss`` (BSQ regulariser, 0 in eval mode) and ``ids``.
+    """
+    c = core.config
+    B, T, _ = mel.shape
+    dev = mel.device
+
+    def rand(*shape):
+        return torch.rand(shape, generator=generator, device="cpu" if generator is not None else dev).to(dev)
+
+    h = core.encoder(mel)
+    down = F.interpolate(h.transpose(1, 2), size=T // c.down_sample_factor, mode="linear").transpose(1, 2)
+    latent = F.normalize(core.vq_in_linear(down), dim=-1)
+    q = core.bsq(latent)
+    post = core.vq_out_linear(q.quantized)
+    cond = F.interpolate(post.transpose(1, 2), size=T, mode="linear").transpose(1, 2)
+
+    t = rand(B).clamp(1e-5, 1.0)
+    z = torch.randn(mel.shape, generator=generator, device="cpu" if generator is not None else dev).to(dev)
+    if float(rand(1)) > c.context_drop_p:
+        lo, hi = min(T // 4, 5), int(T * 0.4)
+        prompt_len = (lo + (rand(B) * max(hi - lo, 1)).long()).clamp(max=max(hi - 1, lo))
+    else:
+        prompt_len = torch.zeros(B, dtype=torch.long, device=dev)
+    target = (torch.arange(T, device=dev)[None] >= prompt_len[:, None]).float()[..., None]  # 1 = target frame
+    tt = t[:, None, None]
+    xt = ((1 - (1 - c.sigma) * tt) * z + tt * mel) * target + mel * (1 - target)
+    if float(rand(1)) < c.cond_drop_p:
+        cond = torch.zeros_like(cond)
+    text = core.text_emb(text_ids) if (c.use_text_cond and text_ids is not None) else None
+    flow = core.decoder(xt, cond=cond, t=t, text=text)
+    flow_gt = mel - (1 - c.sigma) * z
+    diff = (F.l1_loss(flow, flow_gt, reduction="none").float() * target).mean(dim=2).sum() / target.sum().clamp(min=1)
+    vq = sum(q.losses.values()) if q.losses else diff.new_zeros(())
+    return {"diff_loss": diff, "vq_loss": vq, "ids": q.ids}
+
+
+@register_recipe("tadicodec")
+class TaDiCodecRecipe(Recipe):
+    config_class = TaDiCodecRecipeConfig
+
+    def build_model(self):
+        torch.manual_seed(self.train.seed)
+        return TaDiCodec(self.config.model)
+
+    def build_optimizers(self, modules):
+        c = self.config
+        return {"model": torch.optim.AdamW(modules["model"].parameters(), lr=c.lr, betas=c.betas,
+                                           weight_decay=c.weight_decay)}
+
+    def build_schedulers(self, optimizers):
+        warm = self.config.warmup_steps
+        return {"model": torch.optim.lr_scheduler.LambdaLR(optimizers["model"],
+                                                           lambda step: inverse_sqrt_factor(step, warm))}
+
+    def data_config(self):
+        return DataConfig("audio", sample_rate=self.config.model.sample_rate,
+                          segment_samples=self.config.segment_samples, seed=self.train.seed)
+
+    def training_step(self, ctx, batch) -> Dict[str, float]:
+        core: TaDiCodec = ctx.unwrap()
+        wav = batch["x"].float().reshape(batch["x"].shape[0], -1)
+        with torch.no_grad():
+            mel = core.mel(wav)
+        g = torch.Generator().manual_seed(self.train.seed * 1_000_003 + ctx.step)
+        out = flow_matching_losses(core, mel, g)
+        loss = out["diff_loss"] + self.config.vq_loss_weight * out["vq_loss"]
+        ctx.backward(loss)
+        ctx.optimizer_step("model")
+        used = torch.unique(out["ids"].detach()).numel() / core.config.codebook_size
+        return {"loss": loss.detach(), "diff_loss": float(out["diff_loss"].detach()),
+                "vq_loss": float(out["vq_loss"].detach()), "utilization": used}
+
+    def evaluate(self, ctx, batch) -> Dict[str, float]:
+        core: TaDiCodec = ctx.unwrap()
+        wav = batch["x"].float().reshape(batch["x"].shape[0], -1)
+        mel = core.mel(wav)
+        out = flow_matching_losses(core, mel, torch.Generator().manual_seed(self.train.seed))
+        return {"recon_loss": float(out["diff_loss"])}
