@@ -5,7 +5,7 @@ zoo.load_official and saved with save_pretrained into a temporary folder); input
 ../shared/data. Two processes run under ``accelerate launch --multi_gpu --num_processes 2`` (multi-process
 torch.distributed; gloo on a machine without CUDA).
 
-    python benchmarks/tokenize.py [--families tfm flextok ...] [--repeat 1]
+    python benchmarks/tokenize_corpus.py [--families tfm flextok ...] [--repeat 1]
 
 Prints a Markdown table: throughput over the wall time (process start-up and model loading included, what a
 user waits for) and over the encode loop of the slowest process (reading, batching, encoding, writing).
@@ -16,16 +16,12 @@ from __future__ import annotations
 import os
 import sys
 
-# this file's folder is on sys.path when run as a script, and its name shadows the standard library's
-# `tokenize` module: drop the folder before anything imports it
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import subprocess
+import tempfile
+import time
+from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TOKENZOO_SHARED", REPO.parent / "shared"))
