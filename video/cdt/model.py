@@ -120,10 +120,12 @@ class LayerNorm(nn.Module):
         self.b = nn.Parameter(torch.zeros(1, dim, 1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # same operation order as the reference (separately reduced mean and variance), for float parity
-        var = torch.var(x, dim=1, unbiased=False, keepdim=True)
-        mean = torch.mean(x, dim=1, keepdim=True)
-        return (x - mean) / (var + self.eps).sqrt() * self.g + self.b
+        # The variance is the mean of the squared centred values, reusing the centred tensor the output needs:
+        # the same statistic as torch.var(unbiased=False) (the reference) to float rounding, and several times
+        # faster on CPU, where torch.var over the strided channel axis is a slow scalar reduction.
+        centred = x - torch.mean(x, dim=1, keepdim=True)
+        var = torch.mean(centred * centred, dim=1, keepdim=True)
+        return centred / (var + self.eps).sqrt() * self.g + self.b
 
 
 class ConvNormAct(nn.Module):

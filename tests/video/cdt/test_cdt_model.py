@@ -131,8 +131,7 @@ def test_chunked_encode_equals_one_pass(variant):
         assert (tok.encode_moments(x, chunk_frames=chunk) - one).abs().max() < 1e-5
 
 
-@pytest.mark.parametrize("variant", ["base", "small"])
-@pytest.mark.parametrize("steps", [1, 2])
+@pytest.mark.parametrize("variant,steps", [("base", 1), ("base", 2), ("small", 2)])
 def test_chunked_decode_equals_one_pass(variant, steps):
     tok = model(variant)
     lat = torch.randn(1, 3, 4, 2, 3, generator=torch.Generator().manual_seed(1))
@@ -154,11 +153,11 @@ def test_chunked_decode_equals_one_pass(variant, steps):
 @pytest.mark.parametrize("variant", ["base", "small"])
 def test_batched_equals_one_at_a_time(variant):
     tok = model(variant)
-    x = video(b=2, f=9, seed=3)
+    x = video(b=2, f=5, seed=3)
     lat = tok.encode_latents(x)
     for i in range(2):
         assert torch.equal(lat[i:i + 1], tok.encode_latents(x[i:i + 1]))
-    noise = 0.8 * torch.randn(2, 3, 9, 16, 24, generator=torch.Generator().manual_seed(4))
+    noise = 0.8 * torch.randn(2, 3, 5, 16, 24, generator=torch.Generator().manual_seed(4))
     y = tok.decode_latents(lat, 2, noise=noise)
     for i in range(2):
         assert torch.equal(y[i:i + 1], tok.decode_latents(lat[i:i + 1], 2, noise=noise[i:i + 1]))
