@@ -79,8 +79,12 @@ def config_tree(name: str) -> dict:
     return yaml.safe_load(entry.read_text())["architecture"]["config_json"]
 
 
+WARMUP = True
+
+
 def timed(fn, reps: int):
-    fn()  # warm-up
+    if WARMUP:
+        fn()
     best = float("inf")
     with PeakRSS() as mem:
         for _ in range(reps):
@@ -90,7 +94,7 @@ def timed(fn, reps: int):
     return best, mem.growth
 
 
-def bench(name: str, batch: int, reps: int):
+def bench(name: str, batch: int, reps: int, chunks=None):
     torch.manual_seed(0)
     model = TiTok(official_config(config_tree(name))).eval()
     s = model.config.image_size
@@ -98,16 +102,14 @@ def bench(name: str, batch: int, reps: int):
     rows = []
     if model.spec.discrete:
         ids = model.encode(x).ids
-        chunks = [1] if batch == 1 else [1, batch]
-        for c in chunks:
+        for c in chunks or ([1] if batch == 1 else [1, batch]):
             t, m = timed(lambda: model.encode(x, chunk_size=c), reps)
             rows.append((name, batch, f"encode (chunk {c})", t, m))
             t, m = timed(lambda: model.decode(ids, chunk_size=c), reps)
             rows.append((name, batch, f"decode (chunk {c})", t, m))
     else:
         lat = model.encode_latents(x)
-        chunks = [1] if batch == 1 else [1, batch]
-        for c in chunks:
+        for c in chunks or ([1] if batch == 1 else [1, batch]):
             t, m = timed(lambda: model.encode_latents(x, chunk_size=c), reps)
             rows.append((name, batch, f"encode_latents (chunk {c})", t, m))
             t, m = timed(lambda: model.decode_latents(lat, chunk_size=c), reps)
@@ -120,10 +122,15 @@ def main(argv=None):
     ap.add_argument("--configs", nargs="+", default=None)
     ap.add_argument("--batches", nargs="+", type=int, default=None)
     ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--chunks", nargs="+", type=int, default=None,
+                    help="chunk_size values to time (default: 1, and the batch size when > 1)")
+    ap.add_argument("--no-warmup", action="store_true", help="skip the untimed warm-up call (large models)")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    global WARMUP
+    WARMUP = not args.no_warmup
     plan = []
     if args.configs is None:
         plan += [(c, b) for c in ("fixture-two-stage", "fixture-vq", "fixture-vae") for b in (1, 8)]
@@ -134,7 +141,8 @@ def main(argv=None):
     print("| config | batch | op | seconds | images/s | peak RSS growth (MiB) |")
     print("|---|---|---|---|---|---|")
     for name, b in plan:
-        for cfg, batch, op, t, m in bench(name, b, args.reps):
+        chunks = None if args.chunks is None else [min(c, b) for c in args.chunks]
+        for cfg, batch, op, t, m in bench(name, b, args.reps, sorted(set(chunks)) if chunks else None):
             print(f"| {cfg} | {batch} | {op} | {t:.4f} | {batch / t:.2f} | {m / 2**20:.1f} |", flush=True)
 
 
