@@ -30,6 +30,9 @@ CONFIGS = {
     "fixture": dict(hidden_size=64, num_heads=4, encoder_num_layers=2, decoder_num_layers=2, text_vocab_size=512,
                     vocoder=dict(dim=64, intermediate_dim=192, num_layers=2)),
     "release": dict(),
+    # between the two, for comparisons with the original that must hold two models in memory
+    "medium": dict(hidden_size=512, num_heads=8, encoder_num_layers=4, decoder_num_layers=8,
+                   vocoder=dict(dim=512, intermediate_dim=1536, num_layers=8)),
 }
 
 
