@@ -24,7 +24,7 @@ import torch
 from zoo.quantizers import VQ
 from zoo.registry import load_state_strict
 
-from .config import MaskGITVQGANConfig, TiTokConfig, official_config, vqgan_config_from
+from .config import MaskGITVQGANConfig, official_config, vqgan_config_from
 
 __all__ = ["TRAINING_ONLY_PREFIXES", "convert_state_dict", "export_state_dict", "convert_vqgan_state_dict", "read_release",
            "load_official_titok", "load_maskgit_vqgan", "vqgan_config_from_state", "read_state_file"]
@@ -49,7 +49,7 @@ def convert_state_dict(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Ten
     for key, value in state.items():
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"checkpoint entry {key!r} is not a tensor ({type(value).__name__})")
-        if key.startswith(TRAINING_ONLY_PREFIXES) if TRAINING_ONLY_PREFIXES else False:
+        if TRAINING_ONLY_PREFIXES and key.startswith(TRAINING_ONLY_PREFIXES):
             continue
         if any(key == p + "embedding.weight" for p in _CODEBOOKS):
             continue

@@ -34,7 +34,6 @@ from zoo.quantizers import VQ, VQConfig
 from zoo.registry import register_family
 from zoo.tokenizer import ImageTokenizer, TokenizerSpec
 from zoo.tokens import Tokens
-from zoo.validation import check_tensor
 
 from .config import MaskGITVQGANConfig
 

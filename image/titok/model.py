@@ -29,7 +29,6 @@ which equals the reference up to float rounding (parity tolerances in tests/imag
 
 from __future__ import annotations
 
-import math
 from typing import Dict, Optional, Tuple
 
 import torch
