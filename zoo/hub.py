@@ -175,7 +175,7 @@ def resolve_pretrained_dir(repo_id: str, *, revision: Optional[str] = None, cach
 def load_pretrained(name_or_path, *, revision: Optional[str] = None, cache_dir=None,
                     local_files_only: Optional[bool] = None, hub_configs: DirsArg = None,
                     device=None, token=None, force_download: bool = False, **kwargs):
-    """Registry name -> its entry; existing local folder -> that folder; otherwise a Hub repo id.
+    """Local folder with a ``config.json`` -> that folder; registry name -> its entry; otherwise a Hub repo id.
 
     ``hub_configs`` points the registry at other YAML folders (see :mod:`zoo.hub_configs_schema`);
     ``device`` moves the loaded model; ``token`` and ``force_download`` go to huggingface_hub; other keyword arguments go to the family's ``from_official``
@@ -191,25 +191,26 @@ def load_pretrained(name_or_path, *, revision: Optional[str] = None, cache_dir=N
     text = os.fspath(name_or_path)
     if not text.strip():
         raise ValueError("from_pretrained got an empty name")
-    entry = get_entry(text, hub_configs)
+    local = Path(text).expanduser()
+    # a folder on disk that holds a saved tokenizer wins over a registry name spelled the same, as in
+    # transformers/diffusers: save_pretrained("x") then from_pretrained("x") must load what was saved
+    entry = None if (local.is_dir() and (local / "config.json").is_file()) else get_entry(text, hub_configs)
     if entry is not None:
         model = load_entry(entry, revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
                            token=token, force_download=force_download, **kwargs)
+    elif local.is_dir():
+        model = load_local_dir(local, **kwargs)
+    elif local.exists():
+        raise ValueError(f"{text} is a file; from_pretrained expects a folder with config.json and "
+                         "model.safetensors (use zoo.load_official for a release's own files)")
+    elif not _looks_like_repo_id(text):
+        raise ValueError(f"{text!r} is neither a registered model name (see zoo.list_models()), nor an "
+                         "existing folder, nor a Hub repo id of the form 'owner/name'")
     else:
-        local = Path(text).expanduser()
-        if local.is_dir():
-            model = load_local_dir(local, **kwargs)
-        elif local.exists():
-            raise ValueError(f"{text} is a file; from_pretrained expects a folder with config.json and "
-                             "model.safetensors (use zoo.load_official for a release's own files)")
-        elif not _looks_like_repo_id(text):
-            raise ValueError(f"{text!r} is neither a registered model name (see zoo.list_models()), nor an "
-                             "existing folder, nor a Hub repo id of the form 'owner/name'")
-        else:
-            folder = resolve_pretrained_dir(text, revision=revision, cache_dir=cache_dir,
-                                            local_files_only=local_files_only, token=token,
-                                            force_download=force_download)
-            model = load_local_dir(folder, **kwargs)
+        folder = resolve_pretrained_dir(text, revision=revision, cache_dir=cache_dir,
+                                        local_files_only=local_files_only, token=token,
+                                        force_download=force_download)
+        model = load_local_dir(folder, **kwargs)
     if device is not None:
         model = model.to(device)
     return model

@@ -31,7 +31,7 @@ from torch import nn
 
 from .config import ConfigBase
 from .tokens import Tokens
-from .validation import check_ids, check_tensor, describe
+from .validation import check_ids, check_lengths, check_tensor, describe
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -373,7 +373,7 @@ class AudioTokenizer(Tokenizer):
             raise ValueError(f"sample_rate {sample_rate} Hz does not match the model's {self.sample_rate} Hz; "
                              f"resample first (zoo.resample(wav, {sample_rate}, {self.sample_rate}))")
         if lengths is not None:
-            kwargs["lengths"] = _check_lengths("lengths", lengths, wav.shape[0], wav.shape[-1])
+            kwargs["lengths"] = check_lengths("lengths", lengths, wav.shape[0], wav.shape[-1])
         return wav, kwargs
 
     def read_file(self, path):
@@ -484,7 +484,7 @@ class SeriesTokenizer(Tokenizer):
     def prepare_input(self, x, sfreq: Optional[float] = None, lengths=None, **kwargs):
         x = check_tensor("x", x, ndim=(3,), floating=True, shape_hint="[B, C, T] float series")
         if lengths is not None:
-            lengths = _check_lengths("lengths", lengths, x.shape[0], x.shape[-1])
+            lengths = check_lengths("lengths", lengths, x.shape[0], x.shape[-1])
         if sfreq is not None:
             if not isinstance(sfreq, numbers.Real) or isinstance(sfreq, bool) or not sfreq > 0:
                 raise ValueError(f"sfreq must be a positive number of Hz, got {sfreq!r}")
@@ -574,13 +574,3 @@ def _to_unit_float(name: str, x: torch.Tensor, value_range: Tuple[float, float])
     return x
 
 
-def _check_lengths(name: str, lengths, batch: int, maximum: int) -> torch.Tensor:
-    lengths = torch.as_tensor(lengths)
-    if lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integers, got dtype {lengths.dtype}")
-    if lengths.ndim != 1 or lengths.shape[0] != batch:
-        raise ValueError(f"{name} must have shape [{batch}] (one per item), got {tuple(lengths.shape)}")
-    if int(lengths.min()) < 1 or int(lengths.max()) > maximum:
-        raise ValueError(f"{name} must lie in [1, {maximum}] (the padded length), got "
-                         f"min {int(lengths.min())}, max {int(lengths.max())}")
-    return lengths.long()

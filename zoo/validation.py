@@ -87,3 +87,16 @@ def check_positive_int(name: str, value, *, allow_zero: bool = False) -> int:
     if value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
     return value
+
+
+def check_lengths(name: str, lengths, batch: int, maximum: int) -> torch.Tensor:
+    """Per-item valid lengths: integers, shape ``[batch]``, each in ``[1, maximum]``; returns int64."""
+    lengths = torch.as_tensor(lengths)
+    if lengths.dtype.is_floating_point or lengths.dtype == torch.bool:
+        raise TypeError(f"{name} must hold integers, got dtype {lengths.dtype}")
+    if lengths.ndim != 1 or lengths.shape[0] != batch:
+        raise ValueError(f"{name} must have shape [{batch}] (one per item), got {tuple(lengths.shape)}")
+    if int(lengths.min()) < 1 or int(lengths.max()) > maximum:
+        raise ValueError(f"{name} must lie in [1, {maximum}] (the padded length), got "
+                         f"min {int(lengths.min())}, max {int(lengths.max())}")
+    return lengths.long()

@@ -326,8 +326,8 @@ class WavTokenizer(AudioTokenizer):
         if lengths is None:
             n = [features.shape[-1]] * features.shape[0]
         else:
-            from zoo.tokenizer import _check_lengths
-            n = _check_lengths("lengths", lengths, features.shape[0], features.shape[-1]).tolist()
+            from zoo.validation import check_lengths
+            n = check_lengths("lengths", lengths, features.shape[0], features.shape[-1]).tolist()
         out_device = features.device
         with torch.inference_mode():
             f = features.to(self.device)

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from zoo.registry import load_state_strict, register_family
-from zoo.tokenizer import SeriesTokenizer, TokenizerSpec, _check_lengths, as_tokens
+from zoo.tokenizer import SeriesTokenizer, TokenizerSpec, as_tokens
 from zoo.tokens import Tokens
-from zoo.validation import check_ids, describe
+from zoo.validation import check_ids, check_lengths, describe
 
 from ..preprocess import check_ch_names, check_series, resample_fft, resampled_length
 from .config import SPECIAL_TOKENS, LiPCoTConfig
@@ -144,11 +144,11 @@ class LiPCoT(SeriesTokenizer):
                     raise ValueError(f"x is sampled at {sfreq} Hz but this LiPCoT model was fitted at {c.sfreq:g} "
                                      "Hz; pass resample=True (FFT resampling) or resample first")
                 if lengths is not None:
-                    lengths = _check_lengths("lengths", lengths, x.shape[0], x.shape[-1])
+                    lengths = check_lengths("lengths", lengths, x.shape[0], x.shape[-1])
                     lengths = torch.tensor([resampled_length(int(n), sfreq, c.sfreq) for n in lengths.tolist()])
                 x = resample_fft(x, float(sfreq), float(c.sfreq))
         if lengths is not None:
-            kwargs["lengths"] = _check_lengths("lengths", lengths, x.shape[0], x.shape[-1])
+            kwargs["lengths"] = check_lengths("lengths", lengths, x.shape[0], x.shape[-1])
         if names is not None:
             kwargs["ch_names"] = names
         return x, kwargs

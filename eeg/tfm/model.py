@@ -30,9 +30,9 @@ from torch import nn
 from zoo.quantizers import VQ, VQConfig
 from zoo.registry import register_family
 from zoo.tokenizer import (CONFIG_NAME, FORMAT_TAG, FORMAT_VERSION, WEIGHTS_NAME, SeriesTokenizer, TokenizerSpec,
-                           _check_lengths, as_tokens)
+                           as_tokens)
 from zoo.tokens import Tokens
-from zoo.validation import check_ids, describe
+from zoo.validation import check_ids, check_lengths, describe
 
 from ..preprocess import (check_ch_names, check_series, num_frames, quantile_scale, resample_fft,
                           resampled_length, stft_magnitude)
@@ -177,14 +177,14 @@ class TFMTokenizer(SeriesTokenizer):
                     raise ValueError(f"x is sampled at {sfreq} Hz but TFM-Tokenizer works at {c.sfreq:g} Hz; "
                                      "pass resample=True (FFT resampling) or resample first")
                 if lengths is not None:
-                    lengths = _check_lengths("lengths", lengths, x.shape[0], x.shape[-1])
+                    lengths = check_lengths("lengths", lengths, x.shape[0], x.shape[-1])
                     lengths = torch.tensor([resampled_length(int(n), sfreq, c.sfreq) for n in lengths.tolist()])
                 x = resample_fft(x, float(sfreq), float(c.sfreq))
         if x.shape[-1] < c.n_fft:
             raise ValueError(f"x has {x.shape[-1]} samples per channel at {c.sfreq:g} Hz; TFM-Tokenizer needs at "
                              f"least {c.n_fft} ({c.n_fft / c.sfreq:g} s, one token)")
         if lengths is not None:
-            lengths = _check_lengths("lengths", lengths, x.shape[0], x.shape[-1])
+            lengths = check_lengths("lengths", lengths, x.shape[0], x.shape[-1])
             if int(lengths.min()) < c.n_fft:
                 raise ValueError(f"lengths must be at least {c.n_fft} samples (one token), got min "
                                  f"{int(lengths.min())}")

@@ -206,3 +206,23 @@ def test_torch_load_is_weights_only(tmp_path):
     assert hub.torch_load(good)["step"] == 3
     with pytest.raises(FileNotFoundError, match="no such checkpoint file"):
         hub.torch_load(tmp_path / "nope.pt")
+
+
+def test_a_saved_folder_wins_over_a_registry_name_spelled_the_same(tmp_path, monkeypatch):
+    import zoo
+    from zoo.hub_configs_schema import load_all_entries
+
+    name = load_all_entries()[0].name  # a real registry name, used as a folder name
+    monkeypatch.chdir(tmp_path)
+    from tests.zoo.toy_tokenizers import ToyAudio, ToyAudioConfig
+
+    saved = ToyAudio(ToyAudioConfig(hop=7))
+    from zoo.registry import register_family, unregister_family
+
+    register_family("toy-audio")(ToyAudio)
+    try:
+        saved.save_pretrained(name)
+        loaded = zoo.from_pretrained(name)
+        assert isinstance(loaded, ToyAudio) and loaded.config.hop == 7
+    finally:
+        unregister_family("toy-audio")
