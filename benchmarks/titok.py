@@ -13,22 +13,16 @@ for comparison, ``chunk_size=batch`` (one forward pass for the whole batch).
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 
-# benchmarks/ holds a ``tokenize.py`` that would shadow the standard library's ``tokenize`` for scripts run from
-# this folder; drop the script's own folder from the import path before anything imports it
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-
-import torch  # noqa: E402
-import yaml  # noqa: E402
+import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
