@@ -42,6 +42,8 @@ _MODEL_KEYS = {"mel_dim", "in_dim", "hidden_size", "encoder_num_layers", "decode
                "down_sample_factor", "vq_emb_dim", "use_text_cond", "text_vocab_size", "sigma"}
 _PRE_KEYS = {"sample_rate": "sample_rate", "n_fft": "n_fft", "win_size": "win_size", "hop_size": "hop_size",
              "num_mels": "num_mels", "fmin": "fmin", "fmax": "fmax", "mel_mean": "mel_mean", "mel_var": "mel_var"}
+_VOCOS_REFERENCE_DEFAULTS = {"input_channels": 256, "dim": 384, "intermediate_dim": 1152, "num_layers": 8,
+                             "n_fft": 800, "hop_size": 200, "padding": "same"}
 _VOCOS_KEYS = {"input_channels", "dim", "intermediate_dim", "num_layers", "n_fft", "hop_size", "padding",
                "adanorm_num_embeddings"}
 
@@ -133,10 +135,8 @@ def config_from_release(cfg: Mapping[str, Any], **overrides) -> TaDiCodecConfig:
     for key, value in _FIXED.items():
         if key in tad and tad[key] != value:
             raise ValueError(f"model.tadicodec.{key} = {tad[key]!r} is not supported (only {value!r})")
-    missing = sorted(k for k in ("hidden_size", "encoder_num_layers", "decoder_num_layers", "num_heads",
-                                 "vq_emb_dim") if k not in tad)
-    if missing:
-        raise ValueError(f"model.tadicodec lacks {missing}")
+    # keys absent from model.tadicodec take the reference constructor's defaults (= TaDiCodecConfig's defaults);
+    # keys absent from model.vocos take the reference Vocos constructor's defaults, which differ from the release
     missing = sorted(k for k in _PRE_KEYS if k not in pre)
     if missing:
         raise ValueError(f"preprocess lacks {missing}")
@@ -148,7 +148,7 @@ def config_from_release(cfg: Mapping[str, Any], **overrides) -> TaDiCodecConfig:
     for k in ("fmin", "fmax", "mel_mean", "mel_var", "sigma"):
         if k in kwargs:
             kwargs[k] = float(kwargs[k])
-    kwargs["vocoder"] = VocosConfig(**voc)
+    kwargs["vocoder"] = VocosConfig(**{**_VOCOS_REFERENCE_DEFAULTS, **voc})
     kwargs.update(overrides)
     try:
         return TaDiCodecConfig(**kwargs)

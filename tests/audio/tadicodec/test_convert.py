@@ -112,6 +112,14 @@ def test_foreign_config_and_unsupported_options(release):
     base["model"]["tadicodec"]["new_thing"] = 1
     with pytest.raises(ValueError, match="new_thing"):
         config_from_release(base)
+    # absent keys take the reference constructors' defaults (Vocos: 256 input channels, not the release's 128)
+    base["model"]["tadicodec"].pop("new_thing")
+    with pytest.raises(ValueError, match="input_channels"):
+        config_from_release(base)
+    base["model"]["vocos"] = {"input_channels": 128, "hop_size": 480}
+    cfg = config_from_release(base)
+    assert (cfg.vocoder.dim, cfg.vocoder.num_layers, cfg.vocoder.n_fft) == (384, 8, 800)
+    assert (cfg.text_vocab_size, cfg.down_sample_factor, cfg.use_text_cond) == (32100, 8, True)
     (release / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         zoo.load_official("tadicodec", release)
