@@ -29,6 +29,7 @@ FAMILY_MODULES: Dict[str, str] = {
     "tfm": "eeg.tfm",
     "tfm-classifier": "eeg.tfm",
     "lipcot": "eeg.lipcot",
+    "titok-maskgit-vqgan": "image.titok",
 }
 
 _FAMILIES: Dict[str, Type] = {}
