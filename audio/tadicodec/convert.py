@@ -145,6 +145,8 @@ def config_from_release(cfg: Mapping[str, Any], **overrides) -> TaDiCodecConfig:
         raise ValueError(f"model.vocos has keys this implementation does not know: {unknown}")
     kwargs = {dst: pre[src] for src, dst in _PRE_KEYS.items()}
     kwargs.update({k: tad[k] for k in _MODEL_KEYS if k in tad})
+    if kwargs.get("fmax") is None:  # librosa's mel filter treats fmax=None as sample_rate / 2
+        kwargs["fmax"] = kwargs["sample_rate"] / 2
     for k in ("fmin", "fmax", "mel_mean", "mel_var", "sigma"):
         if k in kwargs:
             kwargs[k] = float(kwargs[k])
