@@ -64,12 +64,7 @@ def _build(name: str):
                "norm_num_groups": 4, "sample_size": 256, "scaling_factor": 0.7311}
         official = official_config(enc_dim=96, enc_depth=2, dec_dim=64, dec_depth=2, head_dim=32, n_registers=32)
         return FlexTok(FlexTokConfig.from_official(official, vae))
-    cfg = FlexTokConfig()  # flextok_d18_d28, random weights
-    if name.startswith("main-dec"):  # the main model with a shallower decoder (for the per-block decode estimate)
-        for m in cfg.decoder:
-            if m["name"] == "dec_transformer":
-                m["depth"] = int(name[len("main-dec"):])
-    return FlexTok(cfg)
+    return FlexTok(FlexTokConfig())  # flextok_d18_d28, random weights
 
 
 def _measure(args):
@@ -163,6 +158,45 @@ def compare_reference(ref_path: str, threads: int, steps: int = 6) -> None:
               f"{(img_r - img_m).abs().max().item():.1e} |", flush=True)
 
 
+def _estimate_main_decode(threads: int, repeats: int):
+    """Decode cost of flextok_d18_d28 from its parts: 28 decoder blocks x (cond + uncond) passes over 512 tokens
+    per step, plus one VAE decode per image (the embedders and the output head are negligible)."""
+    import torch
+
+    from image.flextok import FlexTokConfig
+    from image.flextok.model import VAE, Block, _EmbPacking
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    cfg = FlexTokConfig()
+    tr = dict(cfg.find_modules("FlexTransformer", "decoder"))["dec_transformer"]
+    dim, depth = tr["dim"], tr["depth"]
+    block = Block(dim, dim // tr["head_dim"], int(dim * 4.0), True, False, False, False, True, tr["adaLN_expansion"])
+    vae = VAE(cfg.autoencoder, 1.0)
+    pack = _EmbPacking([256, 256], True)
+
+    def best(fn):
+        fn()
+        t = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - t0)
+        return min(t)
+
+    lines = []
+    with torch.inference_mode():
+        t_vae = best(lambda: vae.decode(torch.randn(1, 16, 32, 32)))
+        for b in (1, 8):
+            x, emb = torch.randn(2 * b, 512, dim), torch.randn(2 * b, dim)
+            t_blk = best(lambda: block(x, None, pack.segments(block.adaLN_modulation(emb))))
+            per_image = (20 * depth * t_blk + b * t_vae) / b
+            lines.append(f"| paper d18-d28 decode, estimated from parts (block {t_blk:.2f} s x {depth} x 20 steps "
+                         f"+ VAE {t_vae:.2f} s/image) | 2540.9M | {b} | decode | 20 | {per_image * b:.1f} | "
+                         f"{1 / per_image:.4f} | {per_image:.1f} | - |")
+    return lines
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=6, help="decode steps for the fixture model (fixture: 6)")
@@ -173,9 +207,9 @@ def main(argv=None):
     ap.add_argument("--main-steps", type=int, default=1)
     ap.add_argument("--skip-fixture", action="store_true")
     ap.add_argument("--skip-main-encode", action="store_true", help="skip the ~10 GB full-model encode")
-    ap.add_argument("--estimate-decode", type=int, nargs=2, metavar=("D1", "D2"), default=None,
-                    help="instead of decoding with the full 28-block decoder (~10 GB), time one step with D1 and D2 "
-                         "decoder blocks and extrapolate linearly to 28")
+    ap.add_argument("--estimate-decode", action="store_true",
+                    help="instead of decoding with the full main model (~10 GB), time its parts (one decoder block "
+                         "over a guided step's tokens, the VAE decoder) and add them up for 20 steps")
     ap.add_argument("--compare-reference", metavar="PATH", default=None,
                     help="also time a checkout of apple/ml-flextok (needs hydra-core and mup) on the fixture")
     args = ap.parse_args(argv)
@@ -190,33 +224,22 @@ def main(argv=None):
         if not args.skip_main_encode:
             jobs += [("main", b, op, args.main_steps, 1, args.threads, False) for b in args.main_batches
                      for op in ops]
-    if args.estimate_decode:
-        jobs += [(f"main-dec{d}", b, "decode", 1, args.repeats, args.threads, True)
-                 for b in (1, 8) for d in args.estimate_decode]
     ctx = mp.get_context("spawn")
     print(f"FlexTok, CPU float32, {args.threads} thread(s), 256x256 images, APG 7.5 "
           "(decode = Euler steps x 2 decoder passes + VAE decode)")
     print("| model | params | batch | op | steps | s/call | images/s | s/image @20 steps | peak MiB (+model RSS) |")
     print("|---|---|---|---|---|---|---|---|---|", flush=True)
-    est = {}
     for job in jobs:
         with ctx.Pool(1) as pool:
             name, batch, op, steps, sec, n_params, peak, base = pool.apply(_measure, (job,))
-        label = {"fixture": "fixture (96x2 / 64x2, 32 reg)", "main": "paper d18-d28 (random, cold)"}.get(
-            name, f"d18-d28 with {name[len('main-dec'):]} decoder blocks")
+        label = "fixture (96x2 / 64x2, 32 reg)" if name == "fixture" else "paper d18-d28 (random, cold)"
         per20 = "" if op == "encode" else f"{sec / batch / steps * 20:.3f}"
         print(f"| {label} | {n_params / 1e6:.1f}M | {batch} | {op} | {steps if op == 'decode' else '-'} | "
               f"{sec:.3f} | {batch / sec:.2f} | {per20} | {peak:.0f} (+{base:.0f}) |", flush=True)
-        if name.startswith("main-dec"):
-            est[(batch, int(name[len("main-dec"):]))] = sec
     if args.estimate_decode:
-        d1, d2 = args.estimate_decode
-        for b in (1, 8):
-            t1, t2 = est[(b, d1)], est[(b, d2)]
-            t28 = t1 + (t2 - t1) / (d2 - d1) * (28 - d1)  # one step incl. VAE decode, linear in decoder depth
-            print(f"| paper d18-d28 decode (estimate from {d1}/{d2} blocks) | 2540.9M | {b} | decode | 1 | "
-                  f"{t28:.3f} | {b / t28:.3f} | {t28 / b * 20:.1f} | ~ |", flush=True)
-
+        with ctx.Pool(1) as pool:
+            for line in pool.apply(_estimate_main_decode, (args.threads, args.repeats)):
+                print(line, flush=True)
 
 if __name__ == "__main__":
     main()
