@@ -200,7 +200,7 @@ def _ids_for_stats(tokens, num_codebooks: int, codebook_axis: int) -> Optional[t
 
 # ------------------------------------------------------------------------------------------ figures
 
-def _figures(run: ModelRun, modality: str, x, y, fig_dir: Path, item: str) -> List[str]:
+def _figures(run: ModelRun, modality: str, x, y, fig_dir: Path, item: str, enc_kwargs=None) -> List[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -257,7 +257,12 @@ def _figures(run: ModelRun, modality: str, x, y, fig_dir: Path, item: str) -> Li
         fig.suptitle(f"{run.name}: {item}", fontsize=9)
         p = fig_dir / f"{stem}__frames.png"
     else:
-        fig, axes = plt.subplots(2, 1, figsize=(9, 5))
+        ref = None
+        if y.shape != x.shape and hasattr(run.tokenizer, "reconstruction_reference"):
+            with torch.inference_mode():
+                ref = run.tokenizer.reconstruction_reference(x, **(enc_kwargs or {})).detach().float().cpu()
+        rows = 2 if y.shape == x.shape else (3 if ref is not None and ref.shape == y.shape else 2)
+        fig, axes = plt.subplots(rows, 1, figsize=(9, 2.5 * rows))
         sig = x[0, 0].numpy()
         axes[0].plot(np.arange(sig.size), sig, lw=0.7, label="original")
         if y.shape == x.shape:
@@ -265,10 +270,17 @@ def _figures(run: ModelRun, modality: str, x, y, fig_dir: Path, item: str) -> Li
             axes[1].specgram(y[0, 0].numpy(), NFFT=128, noverlap=64, cmap="magma")
             axes[1].set_title("reconstruction spectrogram (channel 0)", fontsize=9)
         else:
-            img = y[0, 0] if y.ndim >= 4 else y.reshape(y.shape[0], -1)[:1]
-            axes[1].imshow(torch.log10(img.abs() + 1e-6).numpy() if y.ndim >= 4 else img.numpy(),
-                           origin="lower", aspect="auto", cmap="magma")
-            axes[1].set_title("decoded representation (channel 0)", fontsize=9)
+            def show(ax, v, title):
+                img = v[0, 0] if v.ndim >= 4 else v.reshape(v.shape[0], -1)[:1]
+                ax.imshow(torch.log10(img.abs() + 1e-6).numpy() if v.ndim >= 4 else img.numpy(),
+                          origin="lower", aspect="auto", cmap="magma")
+                ax.set_title(title, fontsize=9)
+
+            if rows == 3:
+                show(axes[1], ref, "representation of the original the decoder targets (channel 0, log10)")
+                show(axes[2], y, "decoded from the tokens (channel 0, log10)")
+            else:
+                show(axes[1], y, "decoded representation (channel 0)")
         axes[0].legend(fontsize=7)
         axes[0].set_title(f"{run.name}: {item} (channel 0)", fontsize=9)
         p = fig_dir / f"{stem}__trace.png"
@@ -311,7 +323,9 @@ def _load_model(model, device):
         return name, model.to(device).eval()
     if not isinstance(model, (str, os.PathLike)):
         raise TypeError(f"models must be registry names, folders or Tokenizer objects, got {type(model).__name__}")
-    return os.fspath(model), from_pretrained(model).to(device).eval()
+    text = os.fspath(model)
+    name = Path(text).name if Path(text).is_dir() else text
+    return name, from_pretrained(model).to(device).eval()
 
 
 def run(models: Sequence[Union[str, Any]], data, *, out, metrics: Optional[Sequence[str]] = None,
@@ -402,7 +416,7 @@ def run(models: Sequence[Union[str, Any]], data, *, out, metrics: Optional[Seque
                         tmp.write_text(json.dumps(rec))
                         tmp.replace(cache)
                     if need_fig:
-                        figs += _figures(run_, modality, x, y, fig_dir, rel)
+                        figs += _figures(run_, modality, x, y, fig_dir, rel, enc_kwargs)
                         drawn += 1
                 except MetricUnavailable:
                     raise
