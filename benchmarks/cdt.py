@@ -5,6 +5,7 @@ chunked-vs-one-pass difference on real video.
     python benchmarks/cdt.py --section speed --threads 2
     python benchmarks/cdt.py --section memory
     python benchmarks/cdt.py --section chunking
+    python benchmarks/cdt.py --section original --original /path/to/ali-vilab/CDT/model/cdt.py
 
 Every measurement runs in a fresh subprocess so that its peak resident memory (``ru_maxrss``) is its own; the
 table reports the peak increase over the process's state just before the call (model and inputs allocated).
@@ -177,9 +178,65 @@ def section_chunking(args):
     print("\n(decoded values in [0, 1] units; the fixture's random weights give outputs of order 1)")
 
 
+def section_original(args):
+    """Time the original implementation (its model/cdt.py, outside this repo) against this one, same inputs."""
+    import importlib.util
+
+    import torch
+
+    import zoo
+    from video.cdt.convert import read_checkpoint
+
+    if not args.original or not Path(args.original).is_file():
+        print("\n(original section skipped: pass --original PATH/TO/ali-vilab/CDT/model/cdt.py)")
+        return
+    fixture = SHARED / "parity" / "cdt"
+    if not fixture.is_dir():
+        print(f"\n(original section skipped: needs {fixture})")
+        return
+    spec = importlib.util.spec_from_file_location("cdt_original", args.original)
+    orig = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(orig)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    video = torch.rand(1, 3, 17, 64, 64) * 2 - 1
+    keys = ("unet_dim", "context_dim", "latent_dim", "out_channels", "new_upsample", "space_down", "time_down",
+            "context_dim_mults", "condition_times", "num_timesteps", "sample_gamma")
+    print(f"\n## Against the original (tiny fixture models, 17x64x64, CPU float32, {args.threads} thread(s), "
+          "best of 2, release chunk rule = one chunk)\n")
+    print("| model | steps | encode original s | encode tokenzoo s | decode original s | decode tokenzoo s | "
+          "max abs latent diff | max abs video diff |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in ("base", "small"):
+        kw = json.loads((fixture / f"cdt_tiny_{name}.config.json").read_text())
+        ref = orig.ConditionedDiffusionTokenizer(enc_frames=4, dec_frames=1, sample_steps=1,
+                                                 **{k: kw[k] for k in keys}).eval()
+        # the original's own reader unpickles without weights_only; feed it the weights read safely instead
+        ref.load_state_dict(read_checkpoint(fixture / f"cdt_tiny_{name}.ckpt"), strict=True)
+        mine = zoo.load_official("cdt", fixture / f"cdt_tiny_{name}.ckpt", fixture / f"cdt_tiny_{name}.config.json")
+        for steps in (1, 4):
+            ref.sample_steps = steps
+            res = {}
+            for impl in ("original", "tokenzoo") * 2:
+                orig.CausalConv3d.PAD_MODE = "constant" if kw["new_upsample"] else "replicate"
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    lat = ref.encode(video) if impl == "original" else mine.encode_latents(video, value_range=(-1, 1))
+                    t1 = time.perf_counter()
+                    torch.manual_seed(1)  # both draw x_T from the global RNG the same way
+                    y = ref.decode(lat) if impl == "original" else mine.decode_latents(lat, steps, value_range=(-1, 1))
+                t2 = time.perf_counter()
+                best = res.get(impl, (float("inf"), float("inf")))
+                res[impl] = (min(best[0], t1 - t0), min(best[1], t2 - t1), lat, y)
+            o, m = res["original"], res["tokenzoo"]
+            print(f"| tiny_{name} | {steps} | {o[0]:.2f} | {m[0]:.2f} | {o[1]:.2f} | {m[1]:.2f} | "
+                  f"{(o[2] - m[2]).abs().max():.1e} | {(o[3] - m[3]).abs().max():.1e} |")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--section", choices=["all", "speed", "memory", "chunking"], default="all")
+    p.add_argument("--section", choices=["all", "speed", "memory", "chunking", "original"], default="all")
+    p.add_argument("--original", default=None, help="path of the original model/cdt.py (ali-vilab/CDT)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     # large blocks through mmap so that freed memory leaves the resident set: ru_maxrss then tracks live memory
@@ -191,6 +248,8 @@ def main(argv=None):
         section_memory(args)
     if args.section in ("all", "chunking"):
         section_chunking(args)
+    if args.section in ("all", "original"):
+        section_original(args)
 
 
 if __name__ == "__main__":
