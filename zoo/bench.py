@@ -89,11 +89,61 @@ def _sync(device: torch.device):
 
 # ------------------------------------------------------------------------------------------ per modality
 
-def _prepare(tok, loaded: zio.Loaded, modality: str):
+def load_transcripts(spec) -> Dict[str, str]:
+    """Transcripts by file name from a dict, or a file: ``.json`` (an object name -> text) or ``.tsv`` (name TAB
+    text per line)."""
+    if spec is None:
+        return {}
+    if isinstance(spec, dict):
+        return {str(k): str(v) for k, v in spec.items()}
+    path = Path(spec)
+    if not path.is_file():
+        raise ValueError(f"transcripts file {path} does not exist")
+    if path.suffix.lower() == ".json":
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a JSON object mapping file names to transcripts")
+        return {str(k): str(v) for k, v in data.items()}
+    out = {}
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        if "\t" not in line:
+            raise ValueError(f"{path}:{i}: expected 'file name<TAB>transcript'")
+        name, text = line.split("\t", 1)
+        out[name.strip()] = text.strip()
+    return out
+
+
+def _transcript(path: Path, transcripts: Dict[str, str]) -> Optional[str]:
+    """The item's transcript: from the table (by file name or stem), else a ``<file>.txt``/``<stem>.txt`` beside it."""
+    for key in (path.name, path.stem):
+        if key in transcripts:
+            return transcripts[key]
+    for side in (path.with_name(path.name + ".txt"), path.with_suffix(".txt")):
+        if side.is_file():
+            return side.read_text().strip()
+    return None
+
+
+def _accepts(fn, name: str) -> bool:
+    import inspect
+
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _prepare(tok, loaded: zio.Loaded, modality: str, transcripts: Optional[Dict[str, str]] = None):
     """-> (model input batch of one, encode kwargs, signal duration in seconds or None)."""
     if modality == "audio":
         x = loaded.data.float()  # [1, T]
-        return x, {}, x.shape[-1] / float(tok.sample_rate)
+        kwargs = {}
+        text = _transcript(Path(loaded.path), transcripts or {})
+        if text is not None and _accepts(tok._encode, "text"):
+            kwargs["text"] = [text]  # text-aware codecs (TaDiCodec) record it for decoding
+        return x, kwargs, x.shape[-1] / float(tok.sample_rate)
     if modality == "image":
         img = loaded.data
         size = tok.expected_size() if hasattr(tok, "expected_size") else None
@@ -331,11 +381,13 @@ def _load_model(model, device):
 def run(models: Sequence[Union[str, Any]], data, *, out, metrics: Optional[Sequence[str]] = None,
         limit: Optional[int] = None, batch_size: int = 1, device: Union[str, torch.device] = "cpu",
         decode_kwargs: Optional[Dict[str, Any]] = None, figures: int = 2, progress: bool = True,
-        seed: int = 0) -> Dict[str, Any]:
+        seed: int = 0, transcripts=None) -> Dict[str, Any]:
     """Benchmark ``models`` on the files under ``data``; returns the ``results.json`` content.
 
     ``metrics`` restricts the metric names (default: every metric of the modality); ``limit`` caps the number
-    of files; ``figures`` is the number of items per model drawn in the report. ``batch_size`` sets the batch
+    of files; ``figures`` is the number of items per model drawn in the report. ``transcripts`` (a dict or a
+    .json/.tsv file mapping file names to text; ``<file>.txt`` beside an audio file also works) feeds text-aware
+    codecs such as TaDiCodec, whose decoder needs the transcript. ``batch_size`` sets the batch
     used for the throughput measurement (equal-size copies of the first item), separate from the per-item
     metric pass, which runs items one at a time so padding never affects the metrics.
     """
@@ -352,6 +404,7 @@ def run(models: Sequence[Union[str, Any]], data, *, out, metrics: Optional[Seque
     out.mkdir(parents=True, exist_ok=True)
     fig_dir = out / "figures"
     decode_kwargs = dict(decode_kwargs or {})
+    transcript_table = load_transcripts(transcripts)
     results: Dict[str, Any] = {
         "data": str(Path(data).resolve()), "device": str(device), "batch_size": batch_size,
         "versions": {p: package_version(p) for p in METRIC_PACKAGES} | {"tokenzoo": package_version("tokenzoo"),
@@ -389,7 +442,7 @@ def run(models: Sequence[Union[str, Any]], data, *, out, metrics: Optional[Seque
             if rec is None or need_fig:
                 try:
                     loaded = zio.load_item(path, modality, getattr(tok, "sample_rate", None) if modality == "audio" else None)
-                    x, enc_kwargs, duration = _prepare(tok, loaded, modality)
+                    x, enc_kwargs, duration = _prepare(tok, loaded, modality, transcript_table)
                     torch.manual_seed(seed)
                     _sync(device)
                     t0 = time.perf_counter()
@@ -433,7 +486,7 @@ def run(models: Sequence[Union[str, Any]], data, *, out, metrics: Optional[Seque
                                             spec.num_codebooks)
                 counts = st.counts if counts is None else counts + st.counts
         summary = _summarise(run_, spec, wanted, counts, errors, unavailable, figs, fig_dir)
-        summary["throughput"] = _throughput(tok, first_ok, modality, batch_size, device, decode_kwargs, seed) if run_.results else {}
+        summary["throughput"] = _throughput(tok, first_ok, modality, batch_size, device, decode_kwargs, seed, transcript_table) if run_.results else {}
         results["models"][name] = summary
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(markdown_table(results))
@@ -467,10 +520,12 @@ def _summarise(run_: ModelRun, spec, wanted, counts, errors, unavailable, figs, 
     return summary
 
 
-def _throughput(tok, path, modality, batch_size, device, decode_kwargs, seed) -> Dict[str, Any]:
+def _throughput(tok, path, modality, batch_size, device, decode_kwargs, seed, transcript_table) -> Dict[str, Any]:
     loaded = zio.load_item(path, modality, getattr(tok, "sample_rate", None) if modality == "audio" else None)
-    x, enc_kwargs, duration = _prepare(tok, loaded, modality)
+    x, enc_kwargs, duration = _prepare(tok, loaded, modality, transcript_table)
     xb = x.expand(batch_size, *x.shape[1:]).contiguous().to(device)
+    if "text" in enc_kwargs:
+        enc_kwargs = {**enc_kwargs, "text": list(enc_kwargs["text"]) * batch_size}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     rss0 = _peak_rss_mb()

@@ -326,7 +326,8 @@ def cmd_bench(args) -> int:
         raise UsageError(f"--data {args.data}: no such folder")
     results = bench.run(args.names, data, out=args.out, metrics=args.metrics or None, limit=args.limit,
                         batch_size=args.batch_size, device=args.device or "cpu", progress=not args.quiet,
-                        decode_kwargs=_parse_options(args.option), seed=args.seed)
+                        decode_kwargs=_parse_options(args.option), seed=args.seed,
+                        transcripts=args.transcripts)
     print(bench.markdown_table(results))
     print(f"report: {Path(args.out) / 'report.html'}")
     return 0
@@ -469,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="torch device (default: cpu)")
     p.add_argument("--option", action="append", metavar="KEY=VALUE", help="keyword argument for decode")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--transcripts", help="JSON or TSV of file name -> transcript (text-aware codecs such as TaDiCodec)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_bench)
 

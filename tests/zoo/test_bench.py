@@ -88,3 +88,35 @@ def test_bench_rejects_bad_arguments(tmp_path, shared_data):
         bench.run([tok], shared_data("eeg"), out=tmp_path)
     with pytest.raises(ValueError, match="limit"):
         bench.run([tok], shared_data("audio/speech"), out=tmp_path, limit=0)
+
+
+class _TextAware(ToyAudio):
+    """Needs the transcript at decode time, like TaDiCodec."""
+
+    def _encode(self, wav, lengths=None, text=None):
+        tokens = super()._encode(wav, lengths)
+        if text is not None:
+            tokens.metadata["text"] = text[0]
+        return tokens
+
+    def _decode(self, tokens):
+        if "text" not in tokens.metadata:
+            raise ValueError("needs the transcript")
+        return super()._decode(tokens)
+
+
+def test_bench_feeds_transcripts_to_text_aware_codecs(shared_data, tmp_path):
+    tsv = tmp_path / "t.tsv"
+    tsv.write_text("# comment\nen_real_arctic_a0007.wav\tAnd you always want to see it.\n")
+    tok = _TextAware(ToyAudioConfig())
+    res = bench.run([tok], shared_data("audio/speech"), out=tmp_path / "o", limit=2, metrics=["si_sdr"],
+                    figures=0, progress=False, transcripts=tsv)
+    m = res["models"]["toy-audio"]
+    assert m["items"] == 1  # arctic_a0007 has a transcript, arctic_a0009 does not
+    assert [e["item"] for e in m["errors"]] == ["en_real_arctic_a0009.wav"]
+    assert "needs the transcript" in m["errors"][0]["error"]
+    assert bench.load_transcripts({"a.wav": "x"}) == {"a.wav": "x"}
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("no tab here\n")
+    with pytest.raises(ValueError, match="bad.tsv:1"):
+        bench.load_transcripts(bad)
