@@ -17,8 +17,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# benchmarks/tokenize.py would shadow the standard library's tokenize module: drop this folder, add the repo.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# run from a checkout: import the packages of this repository
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse

@@ -16,15 +16,9 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import os
 import resource
 import sys
 import time
-
-# running a script puts its folder first on sys.path; benchmarks/tokenize.py would then shadow the standard
-# library's tokenize module (imported lazily by numpy.ma / inspect)
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    sys.path.pop(0)
 
 import numpy as np
 

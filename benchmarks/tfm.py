@@ -17,15 +17,9 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import os
 import resource
 import sys
 import time
-
-# running a script puts its folder first on sys.path, where benchmarks/tokenize.py would shadow the standard
-# library's tokenize module
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    sys.path.pop(0)
 
 CONFIGS = {
     "fixture (E32 K256 1/1/2)": dict(emb_size=32, codebook_size=256, freq_depth=1, temporal_depth=1, decoder_depth=2),

@@ -19,10 +19,8 @@ import os
 import sys
 from pathlib import Path
 
-# benchmarks/ holds a tokenize.py that would shadow the standard library's when this folder is sys.path[0]
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-REPO = _HERE.parent
+# run from a checkout: import the packages of this repository
+REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import argparse  # noqa: E402
