@@ -6,7 +6,7 @@ logit tensor per sub-discriminator, and per sub-discriminator a list of feature 
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F

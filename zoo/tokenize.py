@@ -25,14 +25,13 @@ after all processes are done.
 from __future__ import annotations
 
 import hashlib
-import io as _io
 import json
 import os
 import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -318,7 +317,7 @@ def tokenize_dataset(model, data, out, *, batch_size: int = 8, num_workers: int 
             try:
                 for (j, _, _), ids in zip(b, _encode_batch(model, b, modality, device)):
                     results[j] = ids
-            except Exception as exc:  # noqa: BLE001 - a bad batch is retried item by item to isolate the culprit
+            except Exception:  # noqa: BLE001 - a bad batch is retried item by item to isolate the culprit
                 for it in b:
                     try:
                         results[it[0]] = _encode_batch(model, [it], modality, device)[0]

@@ -334,8 +334,9 @@ class TaDiCodec(AudioTokenizer):
         def uncond_velocity(x, t):
             return dec(torch.cat([prompt_mel, x], dim=1), cond_emb=uncond_emb, time_emb=dec.time_condition(t))[:, P:]
 
-        callback = None
-        if trace is not None:
+        if trace is None:
+            callback = None
+        else:
             trace.update({"codes": tc["codes"], "vq_out": tc["vq_out"], "cond": cond, "text_mlp_out": text_mlp_out,
                           "noise": noise, "xt_steps": []})
 

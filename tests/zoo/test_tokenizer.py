@@ -207,7 +207,7 @@ def test_save_pretrained_is_atomic(linear, tmp_path, monkeypatch):
     other = ToyLinear(ToyLinearConfig(extra=(3, 4, 5)))
 
     def boom(self):
-        state = Tokenizer.state_dict_for_saving(self)
+        Tokenizer.state_dict_for_saving(self)  # serialising starts ...
         raise RuntimeError("disk full while serialising")
 
     monkeypatch.setattr(ToyLinear, "state_dict_for_saving", boom)

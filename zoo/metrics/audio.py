@@ -23,7 +23,7 @@ from typing import Tuple
 import numpy as np
 import torch
 
-from .base import MetricUnavailable, check_pair, require_module
+from .base import check_pair, require_module
 
 _EPS = 1e-8
 

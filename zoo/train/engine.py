@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import signal
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Dict, Iterator, List, Optional, Type
 

@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 import soundfile as sf
 import torch
