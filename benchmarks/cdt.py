@@ -144,6 +144,20 @@ def section_memory(args):
             else:
                 print(f"| {op} | {frames} | {t_lat} | {label} | {r['seconds']:.2f} | {r['peak_mb']:.0f} |")
     print("\n(the first chunk of a video is 4c-3 frames long, later ones 4c: two chunks reach the steady state)")
+    print(f"\n## Memory vs length at the released widths (CDT-small, random weights, 32x32, decoder chunks of 1 latent "
+          f"frame, 1 step)\n")
+    print("| op | frames | latent frames | chunks | seconds | peak MB |")
+    print("|---|---|---|---|---|---|")
+    for n_chunks in (2, 10, None):
+        t_lat = n_chunks or 10
+        frames = 1 + 4 * (t_lat - 1)
+        r = measure(dict(config="cdt_small", op="decode", batch=1, frames=frames, height=32, width=32,
+                         threads=args.threads, chunk=1 if n_chunks else t_lat))
+        label = "1 (one pass)" if n_chunks is None else str(n_chunks)
+        if "error" in r:
+            print(f"| decode | {frames} | {t_lat} | {label} | error: {r['error']} | |")
+        else:
+            print(f"| decode | {frames} | {t_lat} | {label} | {r['seconds']:.2f} | {r['peak_mb']:.0f} |")
 
 
 def section_chunking(args):

@@ -8,9 +8,10 @@ executed), cast to float32, renamed by :func:`convert_state_dict` (a pure functi
 The release has no config file: every width and layout switch is read from the tensor shapes
 (:func:`infer_config`). Two settings leave no trace in the weights: the upsampler kind and the padding mode.
 They are fixed per released code path (``load_cdt_base``: nearest+conv upsampling with zero padding;
-``load_cdt_small``: transposed-conv upsampling with replicate padding); pass ``variant="base"``/``"small"``
-(the hub_configs entries do), a config, or let :func:`infer_config` identify the code path from the layout
-(``space_down``), which differs between the two releases.
+``load_cdt_small``: transposed-conv upsampling with replicate padding; the reference constructor ties the padding
+to the upsampler). Pass ``variant="base"``/``"small"`` (the hub_configs entries do) or a config, or let
+:func:`infer_config` read the upsampler from the weights where its orientation shows, else identify the released
+code path from the layout (``space_down`` differs between the two releases).
 """
 
 from __future__ import annotations
@@ -131,9 +132,11 @@ def _require(state: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
 def infer_config(state: Mapping[str, torch.Tensor], **overrides) -> CDTConfig:
     """Read every architecture setting from a converted state dict's shapes and key layout.
 
-    ``new_upsample`` and ``pad_mode`` come from ``overrides`` when given; otherwise they are set by the released
-    code path with the same ``space_down`` (:func:`released_code_path`); if none matches, a ``ValueError`` asks
-    for them. Sampling/chunking settings (not stored in the weights) are the release loader's defaults unless
+    ``new_upsample`` comes from ``overrides`` when given, else from the weights when the last context stage
+    upsamples to a different width (conv vs transposed-conv orientation), else from the released code path with
+    the same ``space_down`` (:func:`released_code_path`); if none applies, a ``ValueError`` asks for it.
+    ``pad_mode`` follows ``new_upsample`` as in the reference constructor (zeros with the new upsampler,
+    replicate otherwise) unless given. Sampling/chunking settings (not stored in the weights) are the release loader's defaults unless
     overridden.
     """
     n_enc = 0
@@ -190,24 +193,23 @@ def infer_config(state: Mapping[str, torch.Tensor], **overrides) -> CDTConfig:
                 out_channels=out_channels, unet_dim=unet_dim, unet_dim_mults=unet_dim_mults,
                 space_down=space_down, time_down=time_down, condition_times=condition_times)
     path = released_code_path(space_down)
-    settings: Dict[str, Any] = {}
-    if path is not None:
-        ref = CDTConfig.variant(path)
-        settings.update(new_upsample=ref.new_upsample, pad_mode=ref.pad_mode)
-    if evidence is not None:
-        settings["new_upsample"] = evidence
-        settings.setdefault("pad_mode", "zeros" if evidence else "replicate")
-    for key in ("new_upsample", "pad_mode"):
-        if key in overrides:
-            settings[key] = overrides.pop(key)
-    if "new_upsample" not in settings or "pad_mode" not in settings:
+    if "new_upsample" in overrides:
+        new_upsample = bool(overrides.pop("new_upsample"))
+    elif evidence is not None:
+        new_upsample = evidence
+    elif path is not None:
+        new_upsample = CDTConfig.variant(path).new_upsample
+    else:
         raise ValueError(f"the checkpoint's layout (space_down={list(space_down)}) matches no released CDT code path "
-                         "and the weights do not show the upsampler kind / padding mode: pass variant='base' or "
-                         "'small', or new_upsample=... and pad_mode=...")
-    if evidence is not None and settings["new_upsample"] != evidence:
-        raise ValueError(f"new_upsample={settings['new_upsample']} contradicts the checkpoint, whose "
+                         "and the weights do not show the upsampler kind: pass variant='base' or 'small', or "
+                         "new_upsample=... (and pad_mode=...)")
+    if evidence is not None and new_upsample != evidence:
+        raise ValueError(f"new_upsample={new_upsample} contradicts the checkpoint, whose "
                          f"autoencoder.dec.{n_enc - 1}.1.conv.weight {tuple(w.shape)} is a "
                          f"{'conv' if evidence else 'transposed conv'}")
+    # the reference constructor ties the padding mode to the upsampler kind (zeros with new_upsample)
+    settings: Dict[str, Any] = {"new_upsample": new_upsample,
+                                "pad_mode": overrides.pop("pad_mode", "zeros" if new_upsample else "replicate")}
     unknown = sorted(set(overrides) - set(asdict(CDTConfig())))
     if unknown:
         raise ValueError(f"unknown CDT settings {unknown}")

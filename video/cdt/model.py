@@ -659,9 +659,9 @@ class CDTTokenizer(VideoTokenizer):
                              latent_channels=cfg.latent_dim)
 
     def encode(self, *args, **kwargs):
-        raise TypeError("CDT is a continuous tokenizer (16-channel Gaussian latents): it has no discrete tokens. "
-                        "Use encode_latents(video) / decode_latents(latents); the discrete FSQ variant is "
-                        "family 'cdt-fsq'.")
+        raise TypeError(f"CDT is a continuous tokenizer ({self.config.latent_dim}-channel Gaussian latents): it has "
+                        "no discrete tokens. Use encode_latents(video) / decode_latents(latents); a discrete FSQ "
+                        "variant ('cdt-fsq') is planned.")
 
     def decode(self, *args, **kwargs):
         raise TypeError("CDT is a continuous tokenizer: it has no discrete tokens to decode. "

@@ -99,6 +99,29 @@ def test_released_configs_match_reference_key_tables(shared_data):
         assert abs(n_params / 1e6 - {"base": 192.59, "small": 120.67}[name]) < 0.01
 
 
+@pytest.mark.parametrize("cfg", [
+    CDTConfig.small(context_dim=4, latent_dim=2, unet_dim=4, context_dim_mults=(1, 2, 4), space_down=(1, 1, 0),
+                    time_down=(0, 1, 1), unet_dim_mults=(1, 2, 3, 4, 5), condition_times=2, pad_mode="zeros",
+                    new_upsample=True),
+    CDTConfig.base(context_dim=4, latent_dim=2, unet_dim=4, out_channels=4, condition_times=0),
+])
+def test_other_configurations_stream_and_load(cfg, tmp_path):
+    """Other widths/layouts: chunked == one pass, and the converter reads the configuration from the weights."""
+    torch.manual_seed(0)
+    tok = CDTTokenizer(cfg).eval()
+    x = torch.rand(1, 3, 1 + 2 * cfg.time_factor, 16, 24)
+    lat = tok.encode_latents(x)
+    assert lat.shape == (1, 2, 3, 16 // cfg.space_factor, 24 // cfg.space_factor)
+    assert (tok.encode_latents(x, chunk_frames=cfg.time_factor) - lat).abs().max() < 1e-5
+    noise = 0.8 * torch.randn(1, 3, x.shape[2], 16, 24)
+    one = tok.decode_latents(lat, noise=noise)
+    assert (tok.decode_latents(lat, noise=noise, chunk_latents=1) - one).abs().max() < 1e-4
+    path = _save(official_state(tok), tmp_path / "other.ckpt")
+    loaded = zoo.load_official("cdt", path)
+    assert loaded.config == cfg
+    assert torch.equal(loaded.decode_latents(lat, noise=noise), one)
+
+
 # ---------------------------------------------------------------------------------------------- contract
 
 @pytest.mark.parametrize("variant", ["base", "small"])
