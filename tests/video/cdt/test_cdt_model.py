@@ -160,7 +160,7 @@ def test_chunked_decode_equals_one_pass(variant, steps):
     lat = torch.randn(1, 3, 4, 2, 3, generator=torch.Generator().manual_seed(1))
     noise = 0.8 * torch.randn(1, 3, 13, 16, 24, generator=torch.Generator().manual_seed(2))
     one = tok.decode_latents(lat, steps, noise=noise, chunk_latents=4)
-    for chunk in (1, 3):
+    for chunk in ((1, 3) if steps == 1 else (2,)):
         got = tok.decode_latents(lat, steps, noise=noise, chunk_latents=chunk)
         # float noise, amplified by the DDIM update (1/sqrt(alphas_cumprod) ~ 1e5 at the first step) when steps > 1
         assert (got - one).abs().max() < (1e-4 if steps == 1 else 1e-3)
@@ -213,6 +213,9 @@ def test_noise_and_generator_repeatable():
     # x_T = noise_scale * randn over 4T' frames with the first 3 dropped
     raw = torch.randn(1, 3, 12, 16, 24, generator=torch.Generator().manual_seed(7))
     assert torch.equal(a, tok.decode_latents(lat, noise=0.8 * raw[:, :, 3:]))
+    # without a generator the global RNG is drawn exactly like the reference's torch.randn(target_shape)
+    torch.manual_seed(7)
+    assert torch.equal(a, tok.decode_latents(lat))
 
 
 def test_value_ranges_and_uint8():
