@@ -18,8 +18,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Running this file puts benchmarks/ first on sys.path, where benchmarks/tokenize.py would shadow the standard
-# library's tokenize module (used by linecache/traceback inside torch): drop that entry, add the repo root.
+# Run as a script: import the packages from this checkout, and keep benchmarks/ off sys.path so that a sibling
+# script can never shadow a library module.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
