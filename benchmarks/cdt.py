@@ -144,8 +144,8 @@ def section_memory(args):
             else:
                 print(f"| {op} | {frames} | {t_lat} | {label} | {r['seconds']:.2f} | {r['peak_mb']:.0f} |")
     print("\n(the first chunk of a video is 4c-3 frames long, later ones 4c: two chunks reach the steady state)")
-    print(f"\n## Memory vs length at the released widths (CDT-small, random weights, 32x32, decoder chunks of 1 latent "
-          f"frame, 1 step)\n")
+    print("\n## Memory vs length at the released widths (CDT-small, random weights, 32x32, decoder chunks of 1 latent "
+          "frame, 1 step)\n")
     print("| op | frames | latent frames | chunks | seconds | peak MB |")
     print("|---|---|---|---|---|---|")
     for n_chunks in (2, 10, None):

@@ -12,7 +12,6 @@ reference keys its cache by call order; here it is keyed by module, which needs 
 
 from __future__ import annotations
 
-import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np

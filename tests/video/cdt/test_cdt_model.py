@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import os
 from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
@@ -13,7 +11,7 @@ import torch
 
 import zoo
 from video.cdt import CDTConfig, CDTTokenizer
-from video.cdt.convert import convert_state_dict, infer_config, read_checkpoint
+from video.cdt.convert import convert_state_dict, infer_config
 
 TINY = dict(context_dim=4, latent_dim=3, unet_dim=4)
 
