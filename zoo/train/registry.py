@@ -52,7 +52,16 @@ def get_recipe(name: str) -> Type[Recipe]:
 
 
 def list_recipes() -> List[str]:
-    return sorted(set(_RECIPES) | set(RECIPE_MODULES))
+    """Registered recipes and those whose module exists in this installation."""
+    import importlib.util
+
+    def available(module: str) -> bool:
+        try:
+            return importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            return False
+
+    return sorted(set(_RECIPES) | {n for n, m in RECIPE_MODULES.items() if available(m)})
 
 
 def load_recipe_config(name: str, config: Union[str, Path, Dict[str, Any], None]) -> Recipe:
