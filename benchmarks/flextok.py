@@ -25,9 +25,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# benchmarks/ holds a tokenize.py, which would shadow the standard library's module of that name (used by
-# linecache when a warning is printed) for a script run from this folder
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# run as a script: import the packages of this checkout
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 FIXTURE = Path(os.environ.get("TOKENZOO_SHARED", REPO.parent / "shared")) / "parity" / "flextok" / "flextok_model"
