@@ -172,3 +172,49 @@ def test_two_processes_give_the_same_tokens_as_one(speech_dir, tmp_path):
         assert torch.equal(a[k], b[k])
     ia, ib = json.loads((one / "index.json").read_text()), json.loads((two / "index.json").read_text())
     assert ia == ib
+
+
+_SLOW_WORKER = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {repo!r})
+    from tests.zoo.toy_tokenizers import ToyAudio, ToyAudioConfig
+    from zoo.tokenize import tokenize_dataset
+
+    class Slow(ToyAudio):
+        family = "toy-audio"
+
+        def _encode(self, wav, lengths=None):
+            time.sleep(0.4)  # slow enough to be killed between shards
+            return super()._encode(wav, lengths)
+
+    tokenize_dataset(Slow(ToyAudioConfig(hop=64, levels=256)), {data!r}, {out!r}, batch_size=1, shard_size=1,
+                     progress=False)
+""")
+
+
+@pytest.mark.slow
+def test_a_process_killed_with_sigkill_resumes_to_the_same_output(speech_dir, tmp_path):
+    import signal
+    import time
+
+    ref = tmp_path / "ref"
+    T.tokenize_dataset(_toy(), speech_dir, ref, batch_size=1, shard_size=1, progress=False)
+    out = tmp_path / "out"
+    script = _SLOW_WORKER.format(repo=str(REPO), data=str(speech_dir), out=str(out))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, cwd=str(REPO))
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("shard-*.safetensors"))) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # no handler, no cleanup: a hard kill mid-run
+    proc.wait()
+    done = sorted(p.name for p in out.glob("shard-*.safetensors"))
+    assert 3 <= len(done) < 10 and not (out / "index.json").exists()
+    summary = T.tokenize_dataset(_toy(), speech_dir, out, batch_size=1, shard_size=1, progress=False)
+    assert summary["shards_skipped"] >= len(done)
+    assert not list(out.glob("*.partial"))
+    a, b = _all_tokens(ref), _all_tokens(out)  # _all_tokens also asserts no source appears twice
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((out / "index.json").read_text()) == json.loads((ref / "index.json").read_text())
