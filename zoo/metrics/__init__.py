@@ -6,13 +6,18 @@ not present raise :class:`MetricUnavailable` naming exactly what they need.
 
 from .audio import align, estimate_delay, estoi, mel_distance, multi_resolution_stft_distance, pesq, si_sdr, stoi
 from .base import MetricUnavailable, package_version
+from .fid import FrechetResult, feature_statistics, frechet_distance, frechet_distance_features, inception_features, rfid
 from .image import lpips, lpips_backbone_path, ms_ssim, psnr, ssim
 from .series import (BANDS, balanced_accuracy, band_power_error, band_powers, channel_correlation, cohen_kappa,
                      linear_probe, spectrogram_distance, token_histograms)
+from .speech import dnsmos
+from .video import fvd, i3d_features
 
 __all__ = [
-    "BANDS", "MetricUnavailable", "align", "balanced_accuracy", "band_power_error", "band_powers",
+    "BANDS", "FrechetResult", "MetricUnavailable", "align", "balanced_accuracy", "band_power_error", "band_powers",
     "channel_correlation", "cohen_kappa", "estimate_delay", "estoi", "linear_probe", "lpips", "lpips_backbone_path", "mel_distance", "ms_ssim",
     "multi_resolution_stft_distance", "package_version", "pesq", "psnr", "si_sdr", "spectrogram_distance", "ssim",
     "stoi", "token_histograms",
+    "dnsmos", "feature_statistics", "frechet_distance", "frechet_distance_features", "fvd", "i3d_features",
+    "inception_features", "rfid",
 ]
