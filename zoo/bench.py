@@ -45,8 +45,11 @@ DEFAULT_METRICS = {"audio": AUDIO_METRICS, "image": IMAGE_METRICS, "video": VIDE
 HIGHER_IS_BETTER = {"si_sdr": True, "mel_distance": False, "mrstft": False, "pesq_wb": True, "pesq_nb": True,
                     "stoi": True, "estoi": True, "psnr": True, "ssim": True, "ms_ssim": True, "lpips": False,
                     "spectrogram_distance": False, "band_power_error": False, "channel_correlation": True,
-                    "feature_l1": False, "feature_corr": True}
-METRIC_PACKAGES = ("torch", "numpy", "scipy", "librosa", "pesq", "pystoi", "lpips", "soxr", "pillow")
+                    "feature_l1": False, "feature_corr": True,
+                    # no-reference DNSMOS of the reconstruction (opt-in: needs the `metrics` extra)
+                    "dnsmos_ovrl": True, "dnsmos_sig": True, "dnsmos_bak": True, "dnsmos_p808": True}
+METRIC_PACKAGES = ("torch", "numpy", "scipy", "librosa", "pesq", "pystoi", "lpips", "soxr", "pillow", "speechmos",
+                   "onnxruntime")
 MAX_AUDIO_SHIFT_S = 0.1
 
 
@@ -205,6 +208,15 @@ def _metric_values(tok, modality: str, x: torch.Tensor, y: torch.Tensor, wanted:
         put("pesq_nb", lambda: M.pesq(ref, est, sr, "nb"))
         put("stoi", lambda: M.stoi(ref, est, sr))
         put("estoi", lambda: M.estoi(ref, est, sr))
+        dns: Dict[str, torch.Tensor] = {}
+
+        def dnsmos_part(part: str) -> torch.Tensor:
+            if not dns:  # one DNSMOS run gives all four scores
+                dns.update(M.dnsmos(est.clamp(-1, 1), sr))
+            return dns[part]
+
+        for part in ("ovrl", "sig", "bak", "p808"):
+            put(f"dnsmos_{part}", lambda part=part: dnsmos_part(part))
     elif modality == "image":
         y = y.clamp(0, 1)
         put("psnr", lambda: M.psnr(x, y))

@@ -33,6 +33,7 @@ def test_dnsmos_validates_input():
         dnsmos(torch.zeros(2, 2, 2, 2), 16000)
 
 
+@pytest.mark.slow
 def test_dnsmos_matches_speechmos_and_ranks(speech):
     pytest.importorskip("speechmos", reason="optional extra 'metrics' (speechmos) not installed")
     pytest.importorskip("onnxruntime", reason="optional extra 'metrics' (onnxruntime) not installed")
@@ -57,3 +58,37 @@ def test_dnsmos_matches_speechmos_and_ranks(speech):
     at24 = dnsmos(wav, sr)
     assert sr == 24000 and abs(float(at24["ovrl"][0]) - float(got["ovrl"][0])) < 0.1
     assert 1.0 <= float(at24["ovrl"][0]) <= 5.0
+
+
+def _bench_dnsmos(shared_data, tmp_path, monkeypatch):
+    from tests.zoo.toy_tokenizers import ToyAudio, ToyAudioConfig
+    from zoo import bench
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    res = bench.run([ToyAudio(ToyAudioConfig())], shared_data("audio/speech"), out=tmp_path / "o", limit=1,
+                    metrics=DNSMOS_COLUMNS, figures=0, progress=False)
+    m = res["models"]["toy-audio"]
+    assert not m["errors"]
+    return m
+
+
+DNSMOS_COLUMNS = ["dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "dnsmos_p808"]
+
+
+def test_bench_reports_dnsmos_unavailable(shared_data, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "speechmos", None)
+    monkeypatch.setitem(sys.modules, "speechmos.dnsmos", None)
+    m = _bench_dnsmos(shared_data, tmp_path, monkeypatch)
+    # reported as unavailable, naming the package, never as an error or NaN
+    assert sorted(m["unavailable"]) == sorted(DNSMOS_COLUMNS)
+    assert all("speechmos" in why for why in m["unavailable"].values())
+    assert not any(k in m["metrics"] for k in DNSMOS_COLUMNS)
+
+
+@pytest.mark.slow
+def test_bench_reports_dnsmos(shared_data, tmp_path, monkeypatch):
+    pytest.importorskip("speechmos", reason="optional extra 'metrics' (speechmos) not installed")
+    pytest.importorskip("onnxruntime", reason="optional extra 'metrics' (onnxruntime) not installed")
+    m = _bench_dnsmos(shared_data, tmp_path, monkeypatch)
+    for k in DNSMOS_COLUMNS:
+        assert m["metrics"][k]["n"] == 1 and 1.0 <= m["metrics"][k]["mean"] <= 5.0
