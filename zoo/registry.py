@@ -25,6 +25,7 @@ FAMILY_MODULES: Dict[str, str] = {
     "titok": "image.titok",
     "flextok": "image.flextok",
     "cdt": "video.cdt",
+    "cdt-fsq": "video.cdt",
     "tfm": "eeg.tfm",
     "tfm-classifier": "eeg.tfm",
     "lipcot": "eeg.lipcot",

@@ -14,3 +14,8 @@ register_family("cdt")(CDTTokenizer)
 
 __all__ = ["CDTConfig", "CDTModel", "CDTTokenizer", "DDIMSchedule", "StreamCache", "convert_state_dict",
            "infer_config", "read_checkpoint"]
+
+from .fsq import CDTFSQConfig, CDTFSQTokenizer  # noqa: E402
+
+register_family("cdt-fsq")(CDTFSQTokenizer)
+__all__ += ["CDTFSQConfig", "CDTFSQTokenizer"]
