@@ -47,9 +47,10 @@ HIGHER_IS_BETTER = {"si_sdr": True, "mel_distance": False, "mrstft": False, "pes
                     "spectrogram_distance": False, "band_power_error": False, "channel_correlation": True,
                     "feature_l1": False, "feature_corr": True,
                     # no-reference DNSMOS of the reconstruction (opt-in: needs the `metrics` extra)
-                    "dnsmos_ovrl": True, "dnsmos_sig": True, "dnsmos_bak": True, "dnsmos_p808": True}
+                    "dnsmos_ovrl": True, "dnsmos_sig": True, "dnsmos_bak": True, "dnsmos_p808": True,
+                    "speaker_sim": True}
 METRIC_PACKAGES = ("torch", "numpy", "scipy", "librosa", "pesq", "pystoi", "lpips", "soxr", "pillow", "speechmos",
-                   "onnxruntime")
+                   "onnxruntime", "resemblyzer")
 MAX_AUDIO_SHIFT_S = 0.1
 
 
@@ -217,6 +218,7 @@ def _metric_values(tok, modality: str, x: torch.Tensor, y: torch.Tensor, wanted:
 
         for part in ("ovrl", "sig", "bak", "p808"):
             put(f"dnsmos_{part}", lambda part=part: dnsmos_part(part))
+        put("speaker_sim", lambda: M.speaker_similarity(ref, est, sr))  # opt-in: GE2E via resemblyzer
     elif modality == "image":
         y = y.clamp(0, 1)
         put("psnr", lambda: M.psnr(x, y))

@@ -10,7 +10,7 @@ from .fid import FrechetResult, feature_statistics, frechet_distance, frechet_di
 from .image import lpips, lpips_backbone_path, ms_ssim, psnr, ssim
 from .series import (BANDS, balanced_accuracy, band_power_error, band_powers, channel_correlation, cohen_kappa,
                      linear_probe, spectrogram_distance, token_histograms)
-from .speech import dnsmos
+from .speech import dnsmos, speaker_embedding, speaker_similarity
 from .video import fvd, i3d_features
 
 __all__ = [
@@ -19,5 +19,5 @@ __all__ = [
     "multi_resolution_stft_distance", "package_version", "pesq", "psnr", "si_sdr", "spectrogram_distance", "ssim",
     "stoi", "token_histograms",
     "dnsmos", "feature_statistics", "frechet_distance", "frechet_distance_features", "fvd", "i3d_features",
-    "inception_features", "rfid",
+    "inception_features", "rfid", "speaker_embedding", "speaker_similarity",
 ]

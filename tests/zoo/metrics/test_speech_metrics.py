@@ -5,7 +5,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from zoo.metrics import MetricUnavailable, dnsmos
+from zoo.metrics import MetricUnavailable, dnsmos, speaker_similarity
 
 
 @pytest.fixture
@@ -60,13 +60,13 @@ def test_dnsmos_matches_speechmos_and_ranks(speech):
     assert 1.0 <= float(at24["ovrl"][0]) <= 5.0
 
 
-def _bench_dnsmos(shared_data, tmp_path, monkeypatch):
+def _bench_dnsmos(shared_data, tmp_path, monkeypatch, columns=None):
     from tests.zoo.toy_tokenizers import ToyAudio, ToyAudioConfig
     from zoo import bench
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     res = bench.run([ToyAudio(ToyAudioConfig())], shared_data("audio/speech"), out=tmp_path / "o", limit=1,
-                    metrics=DNSMOS_COLUMNS, figures=0, progress=False)
+                    metrics=columns or DNSMOS_COLUMNS, figures=0, progress=False)
     m = res["models"]["toy-audio"]
     assert not m["errors"]
     return m
@@ -78,11 +78,13 @@ DNSMOS_COLUMNS = ["dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "dnsmos_p808"]
 def test_bench_reports_dnsmos_unavailable(shared_data, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "speechmos", None)
     monkeypatch.setitem(sys.modules, "speechmos.dnsmos", None)
-    m = _bench_dnsmos(shared_data, tmp_path, monkeypatch)
+    monkeypatch.setitem(sys.modules, "resemblyzer", None)
+    m = _bench_dnsmos(shared_data, tmp_path, monkeypatch, DNSMOS_COLUMNS + ["speaker_sim"])
     # reported as unavailable, naming the package, never as an error or NaN
-    assert sorted(m["unavailable"]) == sorted(DNSMOS_COLUMNS)
-    assert all("speechmos" in why for why in m["unavailable"].values())
-    assert not any(k in m["metrics"] for k in DNSMOS_COLUMNS)
+    assert sorted(m["unavailable"]) == sorted(DNSMOS_COLUMNS + ["speaker_sim"])
+    assert all("speechmos" in m["unavailable"][k] for k in DNSMOS_COLUMNS)
+    assert "resemblyzer" in m["unavailable"]["speaker_sim"]
+    assert not any(k in m["metrics"] for k in DNSMOS_COLUMNS + ["speaker_sim"])
 
 
 @pytest.mark.slow
@@ -92,3 +94,48 @@ def test_bench_reports_dnsmos(shared_data, tmp_path, monkeypatch):
     m = _bench_dnsmos(shared_data, tmp_path, monkeypatch)
     for k in DNSMOS_COLUMNS:
         assert m["metrics"][k]["n"] == 1 and 1.0 <= m["metrics"][k]["mean"] <= 5.0
+
+
+def _read(folder, name):
+    wav, sr = sf.read(folder / name, dtype="float32")
+    return torch.from_numpy(wav), sr
+
+
+def test_speaker_similarity_unavailable_names_package(monkeypatch):
+    monkeypatch.setitem(sys.modules, "resemblyzer", None)
+    with pytest.raises(MetricUnavailable, match="resemblyzer"):
+        speaker_similarity(torch.zeros(1, 16000), torch.zeros(1, 16000), 16000)
+
+
+def test_speaker_similarity_validates():
+    with pytest.raises(ValueError, match="same number"):
+        speaker_similarity(torch.zeros(2, 100), torch.zeros(1, 100), 16000)
+    with pytest.raises(ValueError, match="sample_rate"):
+        speaker_similarity(torch.zeros(1, 100), torch.zeros(1, 100), -1)
+
+
+@pytest.mark.slow
+def test_speaker_similarity_matches_resemblyzer_and_ranks(shared_data):
+    pytest.importorskip("resemblyzer", reason="resemblyzer not installed (pip install --no-deps resemblyzer)")
+    pytest.importorskip("webrtcvad", reason="webrtcvad-wheels not installed")
+    from resemblyzer import VoiceEncoder, preprocess_wav
+
+    pairs, speech = shared_data("audio/pairs"), shared_data("audio/speech")
+    orig, sr = _read(pairs, "en_trump1_original.wav")
+    rec, _ = _read(pairs, "en_trump1_tadicodec_rec.wav")
+    other, sr2 = _read(speech, "en_real_arctic_a0007.wav")
+    assert sr == sr2
+    n = min(orig.shape[0], rec.shape[0])
+    orig, rec = orig[:n], rec[:n]
+    other = torch.nn.functional.pad(other, (0, max(0, n - other.shape[0])))[:n]
+    sims = speaker_similarity(torch.stack([orig, orig, orig]), torch.stack([orig, rec, other]), sr)
+    assert sims.shape == (3,)
+    assert float(sims[0]) == pytest.approx(1.0, abs=1e-6)  # identical input: the ideal value
+    # the package's own pipeline on the same pair
+    enc = VoiceEncoder("cpu", verbose=False)
+    e1 = enc.embed_utterance(preprocess_wav(orig.numpy(), source_sr=sr))
+    e2 = enc.embed_utterance(preprocess_wav(rec.numpy(), source_sr=sr))
+    expected = float(np.dot(e1, e2) / (np.linalg.norm(e1) * np.linalg.norm(e2)))
+    assert float(sims[1]) == pytest.approx(expected, abs=1e-6)
+    # same speaker through a codec ranks well above a different speaker
+    assert float(sims[2]) < float(sims[1]) - 0.2
