@@ -1,0 +1,136 @@
+"""TiTok training recipes on the shared loop: tiny models, real images from ../shared/data/image/256."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import zoo
+from image.titok import MaskGITVQGAN, MaskGITVQGANConfig, TiTokConfig, ViTSize
+from image.titok.recipe import NLayerDiscriminator, TiTokRecipe, TiTokRecipeConfig
+from zoo.train import TrainConfig, fit, load_recipe_config
+
+
+def tiny_single(**kw) -> TiTokConfig:
+    return TiTokConfig(image_size=32, enc_patch_size=8, dec_patch_size=8, encoder=ViTSize(32, 1, 2, "custom"),
+                       decoder=ViTSize(32, 1, 2, "custom"), num_latent_tokens=8, token_size=8, codebook_size=64,
+                       use_l2_norm=False, is_legacy=False, finetune_decoder=False, **kw)
+
+
+def tiny_two_stage() -> TiTokConfig:
+    vq = MaskGITVQGANConfig(num_embeddings=32, z_channels=8, hidden_channels=32, channel_mult=(1, 1, 1, 1),
+                            num_res_blocks=1, resolution=32)  # f = 8 -> a 4x4 code grid
+    return TiTokConfig(image_size=32, enc_patch_size=8, dec_patch_size=8, encoder=ViTSize(32, 1, 2, "custom"),
+                       decoder=ViTSize(32, 1, 2, "custom"), num_latent_tokens=8, token_size=8, codebook_size=64,
+                       use_l2_norm=True, is_legacy=True, finetune_decoder=True, pixel_vqgan=vq,
+                       proxy_codebook_size=32)
+
+
+def _split(src, tmp_path, n_eval=3):
+    files = sorted(p for p in src.iterdir() if p.suffix == ".png")
+    train, held = tmp_path / "train", tmp_path / "held"
+    train.mkdir()
+    held.mkdir()
+    for i, f in enumerate(files):
+        os.symlink(f, (held if i < n_eval else train) / f.name)
+    return train, held
+
+
+def _heldout_mse(model, held):
+    from PIL import Image
+
+    imgs = []
+    for f in sorted(held.iterdir()):
+        im = Image.open(f).convert("RGB").resize((32, 32), Image.BICUBIC)
+        imgs.append(torch.from_numpy(np.asarray(im, dtype=np.float32)).permute(2, 0, 1) / 255)
+    x = torch.stack(imgs)
+    with torch.no_grad():
+        y = model.decode(model.encode(x), clamp=False)
+    return float(torch.nn.functional.mse_loss(y, x))
+
+
+def test_single_stage_lowers_heldout_loss_and_exports(shared_data, tmp_path):
+    train_dir, held = _split(shared_data("image", "256"), tmp_path)
+    cfg = TiTokRecipeConfig(model=tiny_single(), lr=2e-3, discriminator_lr=2e-4, warmup_steps=2, end_lr=2e-4,
+                            discriminator_start=20, discriminator_channels=32, discriminator_stages=1)
+    train = TrainConfig(max_steps=30, batch_size=3, log_every=5, eval_every=15, checkpoint_every=30, seed=0,
+                        utilization_warning=0.0, eval_batches=1)
+    recipe = TiTokRecipe(cfg, train)
+    before = _heldout_mse(recipe.build_model(), held)  # same seed -> the run's initial weights
+    out = tmp_path / "run"
+    fit(recipe, train_dir, out, eval_data=held, progress=False)
+
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if r.get("split") == "eval"]
+    assert evals[0]["step"] == 0 and evals[-1]["step"] == 30
+    assert evals[-1]["recon_loss"] < 0.6 * evals[0]["recon_loss"], evals
+    train_rows = [r for r in rows if r.get("split") == "train"]
+    assert any("d_loss" in r and "g_loss" in r and "lecam_loss" in r for r in train_rows)  # GAN ran after step 20
+
+    tok = zoo.from_pretrained(out)
+    after = _heldout_mse(tok, held)
+    assert after < 0.6 * before, (before, after)
+    info = json.loads((out / "training.json").read_text())
+    assert info["recipe"] == "titok" and any("perceptual" in n for n in info["notes"])
+
+
+def test_stage1_proxy_codes_from_teacher(shared_data, tmp_path):
+    train_dir, held = _split(shared_data("image", "256"), tmp_path)
+    torch.manual_seed(3)
+    teacher = MaskGITVQGAN(tiny_two_stage().pixel_vqgan)
+    with torch.no_grad():
+        teacher.quantize.embed.copy_(torch.randn_like(teacher.quantize.embed))
+    cfg = TiTokRecipeConfig(model=tiny_two_stage(), stage="stage1", teacher="unused.bin", lr=3e-3, warmup_steps=1,
+                            end_lr=3e-4)
+    train = TrainConfig(max_steps=12, batch_size=3, log_every=4, eval_every=12, checkpoint_every=12, seed=0,
+                        utilization_warning=0.0)
+    recipe = TiTokRecipe(cfg, train)
+    recipe.teacher = teacher  # an in-memory teacher instead of the released .bin
+    out = tmp_path / "s1"
+    fit(recipe, train_dir, out, eval_data=held, progress=False)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if r.get("split") == "eval"]
+    assert evals[-1]["recon_loss"] < evals[0]["recon_loss"]  # proxy-code cross-entropy falls
+    tok = zoo.from_pretrained(out)
+    # the teacher's decoder and codebook went into the exported model untouched (frozen in stage 1)
+    assert torch.equal(tok.pixel_quantize.embed, teacher.quantize.embed)
+    for (k, a), b in zip(tok.pixel_decoder.state_dict().items(), teacher.decoder.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert tok.decode(tok.encode(torch.rand(1, 3, 32, 32))).shape == (1, 3, 32, 32)
+
+
+def test_stage2_freezes_encoder_side():
+    cfg = TiTokRecipeConfig(model=tiny_two_stage(), stage="stage2", perceptual_weight=0.1,
+                            discriminator_weight=0.01, quantizer_weight=0.0)
+    recipe = TiTokRecipe(cfg, TrainConfig(max_steps=2, batch_size=1))
+    model = recipe.build_model()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith(("decoder.", "pixel_decoder.", "pixel_quantize.")) for n in trainable)
+    assert not model.latent_tokens.requires_grad
+
+
+def test_yaml_config_and_errors(tmp_path):
+    y = tmp_path / "cfg.yaml"
+    y.write_text("train:\n  max_steps: 5\n  batch_size: 2\nrecipe:\n  lr: 0.0003\n  model:\n    image_size: 32\n"
+                 "    enc_patch_size: 8\n    dec_patch_size: 8\n    is_legacy: false\n    finetune_decoder: false\n"
+                 "    encoder: {width: 32, num_layers: 1, num_heads: 2, name: custom}\n"
+                 "    decoder: {width: 32, num_layers: 1, num_heads: 2, name: custom}\n")
+    r = load_recipe_config("titok", y)
+    assert isinstance(r, TiTokRecipe) and r.config.lr == 3e-4 and r.config.model.image_size == 32
+    assert r.data_config().image_size == 32
+    with pytest.raises(ValueError, match="stage"):
+        TiTokRecipeConfig(model=tiny_single(), stage="three")
+    with pytest.raises(ValueError, match="is_legacy"):
+        TiTokRecipeConfig(model=tiny_two_stage())
+    with pytest.raises(ValueError, match="teacher"):
+        TiTokRecipeConfig(model=tiny_two_stage(), stage="stage1")
+    with pytest.raises(ValueError, match="reconstruction_loss"):
+        TiTokRecipeConfig(model=tiny_single(), reconstruction_loss="l3")
+    with pytest.raises(ValueError, match="hidden"):
+        NLayerDiscriminator(hidden=20)
+    d = NLayerDiscriminator(hidden=32, num_stages=2)
+    assert d(torch.rand(2, 3, 40, 40)).shape == (2, 1, 16, 16)
+    with pytest.raises(ValueError, match="images"):
+        d(torch.rand(3, 40, 40))
