@@ -134,3 +134,17 @@ def test_yaml_config_and_errors(tmp_path):
     assert d(torch.rand(2, 3, 40, 40)).shape == (2, 1, 16, 16)
     with pytest.raises(ValueError, match="images"):
         d(torch.rand(3, 40, 40))
+
+
+def test_docs_training_yaml_builds():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "models" / "titok.md").read_text()
+    section = doc.split("## Training", 1)[1]
+    assert "tokenzoo train titok --config cfg.yaml --data DIR --out RUN" in section
+    (block,) = re.findall(r"```yaml\n(.*?)```", section, flags=re.S)
+    r = load_recipe_config("titok", yaml.safe_load(block))
+    assert r.config.stage == "single" and r.config.model.num_latent_tokens == 64 and r.train.ema_decay == 0.999
