@@ -28,13 +28,14 @@ which current setuptools no longer ships).
 
 from __future__ import annotations
 
+import importlib
 from typing import Dict
 
 import numpy as np
 import torch
 
 from ..validation import check_tensor
-from .base import require_module
+from .base import MetricUnavailable, require_module
 
 DNSMOS_SAMPLE_RATE = 16000  # the rate the DNSMOS ONNX models were trained at (speechmos refuses others)
 _KEYS = (("ovrl", "ovrl_mos"), ("sig", "sig_mos"), ("bak", "bak_mos"), ("p808", "p808_mos"))
@@ -83,8 +84,13 @@ _SPEAKER_ENCODER: dict = {}
 
 
 def _speaker_encoder():
-    lib = require_module("speaker_similarity", "resemblyzer", "resemblyzer")
-    require_module("speaker_similarity", "webrtcvad", "webrtcvad-wheels")
+    how = "pip install --no-deps resemblyzer && pip install webrtcvad-wheels"
+    for module, package in (("webrtcvad", "webrtcvad-wheels"), ("resemblyzer", "resemblyzer")):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise MetricUnavailable("speaker_similarity", f"the PyPI package {package!r}", how) from exc
+    lib = importlib.import_module("resemblyzer")
     if "enc" not in _SPEAKER_ENCODER:
         # resemblyzer calls torch.load on its bundled state dict; torch's default is weights_only=True
         _SPEAKER_ENCODER["enc"] = lib.VoiceEncoder("cpu", verbose=False)

@@ -40,7 +40,7 @@ def test_dnsmos_matches_speechmos_and_ranks(speech):
     import librosa
     from speechmos import dnsmos as ref_dnsmos
 
-    path, wav, sr = speech
+    path, _, _ = speech
     # the package's own file path API (librosa load at 16 kHz) vs our tensor API on the same 16 kHz samples
     expected = ref_dnsmos.run(str(path), 16000)
     wav16, _ = librosa.load(str(path), sr=16000)
@@ -54,10 +54,7 @@ def test_dnsmos_matches_speechmos_and_ranks(speech):
     # a known degradation (white noise at about 5 dB SNR) lowers the overall and background scores
     assert float(got["ovrl"][1]) < float(got["ovrl"][0]) - 0.5
     assert float(got["bak"][1]) < float(got["bak"][0])
-    # the 24 kHz file is resampled to 16 kHz internally and lands close to the 16 kHz score
-    at24 = dnsmos(wav, sr)
-    assert sr == 24000 and abs(float(at24["ovrl"][0]) - float(got["ovrl"][0])) < 0.1
-    assert 1.0 <= float(at24["ovrl"][0]) <= 5.0
+    # (the 24 kHz -> 16 kHz resampling path is exercised by test_bench_reports_dnsmos: the toy codec runs at 24 kHz)
 
 
 def _bench_dnsmos(shared_data, tmp_path, monkeypatch, columns=None):
@@ -103,7 +100,10 @@ def _read(folder, name):
 
 def test_speaker_similarity_unavailable_names_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "resemblyzer", None)
-    with pytest.raises(MetricUnavailable, match="resemblyzer"):
+    with pytest.raises(MetricUnavailable, match="'resemblyzer'.*--no-deps resemblyzer"):
+        speaker_similarity(torch.zeros(1, 16000), torch.zeros(1, 16000), 16000)
+    monkeypatch.setitem(sys.modules, "webrtcvad", None)
+    with pytest.raises(MetricUnavailable, match="webrtcvad-wheels"):
         speaker_similarity(torch.zeros(1, 16000), torch.zeros(1, 16000), 16000)
 
 
