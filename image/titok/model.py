@@ -441,15 +441,22 @@ class TiTok(ImageTokenizer):
         return out.to(out_device)
 
     # ------------------------------------------------------------------ training forward
-    def forward(self, images: torch.Tensor, noise: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+    def forward(self, images: torch.Tensor, noise: Optional[torch.Tensor] = None,
+                proxy_only: bool = False) -> Dict[str, torch.Tensor]:
         """Differentiable pass for training (the reference's ``forward``): images ``[B, 3, S, S]`` in [0, 1] ->
         ``{"reconstruction", "latents", ...}`` plus, for VQ, ``ids`` and the quantizer losses ``commitment``
         (``commitment_cost * mse(z, sg[q])``) and ``codebook`` (``mse(sg[z], q)``), the straight-through codes
         feeding the decoder; for VAE, ``mean``/``logvar`` and ``kl`` ``[B]`` (summed over channels and tokens),
         decoding ``mean + std * noise`` (``noise`` drawn with ``torch.randn`` when not given).
         Stage-2 fine-tuning of a two-stage model trains the decoders only: freeze ``encoder``, ``latent_tokens``
-        and ``quantize`` yourself, as the reference does."""
+        and ``quantize`` yourself, as the reference does.
+        ``proxy_only`` (legacy models, stage-1 training): return ``proxy_logits`` ``[B, 1024, g, g]`` instead of
+        the reconstruction (so a distributed wrapper sees the whole stage-1 pass as one forward)."""
         images = check_tensor("images", images, ndim=(4,), floating=True, shape_hint="[B, 3, S, S] in [0, 1]")
+        if not isinstance(proxy_only, bool):
+            raise TypeError(f"proxy_only must be a bool, got {type(proxy_only).__name__}")
+        if proxy_only and not (self.config.is_legacy and self.config.discrete):
+            raise ValueError("proxy_only needs a legacy (proxy-code) VQ TiTok")
         z = self.encoder_forward(images)
         out: Dict[str, torch.Tensor] = {"latents": z}
         if self.config.discrete:
@@ -463,7 +470,10 @@ class TiTok(ImageTokenizer):
             zq = mean + torch.exp(0.5 * logvar) * noise
             out.update(mean=mean, logvar=logvar,
                        kl=0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=(1, 2)))
-        out["reconstruction"] = self.decoder_forward(zq)
+        if proxy_only:
+            out["proxy_logits"] = self.proxy_logits(zq)
+        else:
+            out["reconstruction"] = self.decoder_forward(zq)
         return out
 
     # ------------------------------------------------------------------ loading

@@ -325,13 +325,11 @@ class TiTokRecipe(Recipe):
         x = batch["x"]
         model = ctx.modules["model"]
         if c.stage == "stage1":
-            core = ctx.unwrap("model")
-            z = core.encoder_forward(x)
-            q = core.quantize(z.float())
-            logits = core.proxy_logits(q.quantized)
+            out = model(x, proxy_only=True)
+            logits = out["proxy_logits"]
             target = self._teacher_ids(x)
             ce = F.cross_entropy(logits.flatten(2).float(), target)
-            qloss = q.losses["commitment"] + q.losses["codebook"]
+            qloss = out["commitment"] + out["codebook"]
             loss = ce + c.quantizer_weight * qloss
             ctx.backward(loss)
             ctx.optimizer_step("model")

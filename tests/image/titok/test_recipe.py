@@ -9,6 +9,7 @@ import torch
 
 import zoo
 from image.titok import MaskGITVQGAN, MaskGITVQGANConfig, TiTokConfig, ViTSize
+from image.titok.convert import export_state_dict
 from image.titok.recipe import NLayerDiscriminator, TiTokRecipe, TiTokRecipeConfig
 from zoo.train import TrainConfig, fit, load_recipe_config
 
@@ -76,18 +77,20 @@ def test_single_stage_lowers_heldout_loss_and_exports(shared_data, tmp_path):
     assert info["recipe"] == "titok" and any("perceptual" in n for n in info["notes"])
 
 
+@pytest.mark.slow
 def test_stage1_proxy_codes_from_teacher(shared_data, tmp_path):
     train_dir, held = _split(shared_data("image", "256"), tmp_path)
     torch.manual_seed(3)
     teacher = MaskGITVQGAN(tiny_two_stage().pixel_vqgan)
     with torch.no_grad():
         teacher.quantize.embed.copy_(torch.randn_like(teacher.quantize.embed))
-    cfg = TiTokRecipeConfig(model=tiny_two_stage(), stage="stage1", teacher="unused.bin", lr=3e-3, warmup_steps=1,
-                            end_lr=3e-4)
+    bin_path = tmp_path / "teacher.bin"  # the released format: a torch.save'd state dict in the reference's keys
+    torch.save(export_state_dict(teacher), bin_path)
+    cfg = TiTokRecipeConfig(model=tiny_two_stage(), stage="stage1", teacher=str(bin_path), lr=3e-3,
+                            warmup_steps=1, end_lr=3e-4)
     train = TrainConfig(max_steps=12, batch_size=3, log_every=4, eval_every=12, checkpoint_every=12, seed=0,
                         utilization_warning=0.0)
     recipe = TiTokRecipe(cfg, train)
-    recipe.teacher = teacher  # an in-memory teacher instead of the released .bin
     out = tmp_path / "s1"
     fit(recipe, train_dir, out, eval_data=held, progress=False)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -99,6 +102,35 @@ def test_stage1_proxy_codes_from_teacher(shared_data, tmp_path):
     for (k, a), b in zip(tok.pixel_decoder.state_dict().items(), teacher.decoder.state_dict().values()):
         assert torch.equal(a, b), k
     assert tok.decode(tok.encode(torch.rand(1, 3, 32, 32))).shape == (1, 3, 32, 32)
+
+    # stage 2 from the stage-1 run: the encoder side stays fixed, the decoders move
+    cfg2 = TiTokRecipeConfig(model=tiny_two_stage(), stage="stage2", lr=1e-3, warmup_steps=1, end_lr=1e-4,
+                             perceptual_weight=0.1, discriminator_weight=0.01, discriminator_start=1,
+                             quantizer_weight=0.0, discriminator_channels=32, discriminator_stages=1)
+    train2 = TrainConfig(max_steps=3, batch_size=3, log_every=1, eval_every=3, checkpoint_every=3, seed=0,
+                         utilization_warning=0.0)
+    out2 = tmp_path / "s2"
+    fit(TiTokRecipe(cfg2, train2), train_dir, out2, eval_data=held, init=out, progress=False)
+    tok2 = zoo.from_pretrained(out2)
+    assert torch.equal(tok2.encoder.patch_embed.weight, tok.encoder.patch_embed.weight)
+    assert torch.equal(tok2.latent_tokens, tok.latent_tokens) and torch.equal(tok2.quantize.embed, tok.quantize.embed)
+    assert not torch.equal(tok2.pixel_decoder.conv_out.weight, tok.pixel_decoder.conv_out.weight)
+    rows = [json.loads(line) for line in (out2 / "metrics.jsonl").read_text().splitlines()]
+    assert any("g_loss" in r for r in rows if r.get("split") == "train")
+
+
+def test_single_stage_vae_runs(shared_data, tmp_path):
+    train_dir, held = _split(shared_data("image", "256"), tmp_path)
+    cfg = TiTokRecipeConfig(model=tiny_single(quantize_mode="vae"), lr=1e-3, warmup_steps=1,
+                            discriminator_weight=0.0)
+    train = TrainConfig(max_steps=3, batch_size=3, log_every=1, eval_every=3, checkpoint_every=3, seed=0)
+    out = tmp_path / "vae"
+    fit(TiTokRecipe(cfg, train), train_dir, out, eval_data=held, progress=False)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r.get("split") == "train"]
+    assert train_rows and all("kl_loss" in r and torch.isfinite(torch.tensor(r["loss"])) for r in train_rows)
+    vae = zoo.from_pretrained(out)
+    assert not vae.spec.discrete and vae.encode_latents(torch.rand(1, 3, 32, 32)).shape == (1, 8, 8)
 
 
 def test_stage2_freezes_encoder_side():
