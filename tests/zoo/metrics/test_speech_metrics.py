@@ -76,9 +76,11 @@ def test_bench_reports_dnsmos_unavailable(shared_data, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "speechmos", None)
     monkeypatch.setitem(sys.modules, "speechmos.dnsmos", None)
     monkeypatch.setitem(sys.modules, "resemblyzer", None)
-    m = _bench_dnsmos(shared_data, tmp_path, monkeypatch, DNSMOS_COLUMNS + ["speaker_sim"])
+    monkeypatch.setitem(sys.modules, "faster_whisper", None)
+    m = _bench_dnsmos(shared_data, tmp_path, monkeypatch, DNSMOS_COLUMNS + ["speaker_sim", "asr_wer"])
     # reported as unavailable, naming the package, never as an error or NaN
-    assert sorted(m["unavailable"]) == sorted(DNSMOS_COLUMNS + ["speaker_sim"])
+    assert sorted(m["unavailable"]) == sorted(DNSMOS_COLUMNS + ["speaker_sim", "asr_wer"])
+    assert "faster-whisper" in m["unavailable"]["asr_wer"]
     assert all("speechmos" in m["unavailable"][k] for k in DNSMOS_COLUMNS)
     assert "resemblyzer" in m["unavailable"]["speaker_sim"]
     assert not any(k in m["metrics"] for k in DNSMOS_COLUMNS + ["speaker_sim"])
