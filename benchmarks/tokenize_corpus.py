@@ -18,6 +18,7 @@ import sys
 
 import argparse
 import json
+import re
 import subprocess
 import tempfile
 import time
@@ -81,8 +82,8 @@ def main(argv=None) -> int:
                                       "--batch-size", str(args.batch_size), "--shard-size", "2"], env)
                 index = json.loads((out / "index.json").read_text())
                 # per-process "process r/w: N files, T tokens in S s" lines: the slowest process bounds the run
-                busy = max(float(line.rsplit(" in ", 1)[1].split(" s")[0])
-                           for line in stdout.splitlines() if line.startswith("process "))
+                # (processes share stdout, so lines may interleave: match the pattern, not whole lines)
+                busy = max(float(m) for m in re.findall(r"process \d+/\d+: \d+ files, \d+ tokens in ([0-9.]+) s", stdout))
                 rows.append((family, str(procs), str(index["files"]), f"{index['files'] / wall:.2f}",
                              f"{index['tokens'] / wall:.0f}", f"{index['files'] / busy:.1f}",
                              f"{index['tokens'] / busy:.0f}", f"{wall:.1f}"))
