@@ -14,7 +14,9 @@ install: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 
 install-test: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[test,fit]"
+	$(BIN)/python -m pip install --quiet -e ".[test,fit,metrics]"
+	# resemblyzer (speaker similarity) declares webrtcvad, whose setup needs pkg_resources: install the wheel build
+	$(BIN)/python -m pip install --quiet webrtcvad-wheels && $(BIN)/python -m pip install --quiet --no-deps resemblyzer
 
 demo: install
 	$(BIN)/tokenzoo demo
