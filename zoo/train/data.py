@@ -1,7 +1,9 @@
-"""Training data: folders (or webdataset tar shards) of audio, images and EEG, read robustly.
+"""Training data: folders (or webdataset tar shards) of audio, images, video and EEG, read robustly.
 
 Each dataset returns fixed-size examples so batches stack: audio crops of ``segment_samples`` samples, images
-cropped/resized to ``image_size`` (optionally flipped), EEG windows of ``window_samples`` samples. Randomness
+cropped/resized to ``image_size`` (optionally flipped), video clips of ``frames`` consecutive frames (random
+temporal crop) cropped/resized like images to ``image_size`` (float ``[3, frames, S, S]`` in [0, 1]), EEG windows
+of ``window_samples`` samples. Randomness
 (crop positions, flips) comes from a generator seeded by ``(seed, epoch, index)``, so an example is the same
 whichever worker reads it and whether or not the run was resumed.
 
@@ -33,6 +35,7 @@ class DataConfig:
     random_flip: bool = True
     sfreq: Optional[float] = None  # EEG: target rate (resampled when the file differs)
     window_samples: Optional[int] = None  # EEG window length
+    frames: Optional[int] = None  # video: frames per clip (spatial size: image_size)
     seed: int = 0
 
 
@@ -47,6 +50,8 @@ class FolderDataset(torch.utils.data.Dataset):
             raise ValueError("audio training data needs sample_rate and segment_samples")
         if config.modality == "image" and not config.image_size:
             raise ValueError("image training data needs image_size")
+        if config.modality == "video" and not (config.frames and config.image_size):
+            raise ValueError("video training data needs frames and image_size")
         if config.modality == "eeg" and not config.window_samples:
             raise ValueError("EEG training data needs window_samples")
         self.sources = sources if sources is not None else list_sources(data, config.modality)
@@ -96,6 +101,24 @@ class FolderDataset(torch.utils.data.Dataset):
             if c.random_flip and bool(torch.rand((), generator=g) < 0.5):
                 img = img.flip(-1)
             return img.float() / 255.0
+        if c.modality == "video":
+            vid = _read_source(src, "video", None).data  # uint8 [3, F, H, W]
+            n = c.frames
+            if vid.shape[1] < n:
+                raise ValueError(f"{vid.shape[1]} frames, shorter than the {n}-frame training clip")
+            start = int(torch.randint(0, vid.shape[1] - n + 1, (1,), generator=g))
+            vid = vid[:, start: start + n]
+            size = c.image_size
+            h, w = vid.shape[-2:]
+            short = min(h, w)
+            top = int(torch.randint(0, h - short + 1, (1,), generator=g))
+            left = int(torch.randint(0, w - short + 1, (1,), generator=g))
+            vid = vid[..., top: top + short, left: left + short]
+            if short != size:  # the same crop and resampler on every frame
+                vid = torch.stack([zio.center_crop_resize(vid[:, i], (size, size)) for i in range(n)], dim=1)
+            if c.random_flip and bool(torch.rand((), generator=g) < 0.5):
+                vid = vid.flip(-1)
+            return vid.float() / 255.0
         if c.modality == "eeg":
             loaded = _read_source(src, "eeg", None)
             x = loaded.data
