@@ -441,7 +441,7 @@ def fit(recipe: Recipe, data, out, *, resume: bool = False, init=None, eval_data
         accelerator.print(f"stopped at step {step}; checkpoint {path}; continue with --resume")
         return {"step": step, "interrupted": True, "checkpoint": str(path)}
     final_eval = run_eval() if eval_batches else {}
-    if eval_batches:
+    if eval_batches and step % tc.eval_every != 0:  # an eval step already logged this row
         log_row({"step": step, "split": "eval", **final_eval})
     save_checkpoint()
     accelerator.wait_for_everyone()
