@@ -13,6 +13,7 @@ from video.cdt import CDTConfig, CDTFSQConfig, CDTFSQTokenizer, CDTTokenizer
 from video.cdt.recipe import CDTFSQRecipe, CDTFSQRecipeConfig, CDTRecipe, CDTRecipeConfig, diffusion_inputs
 from zoo.metrics.image import lpips_backbone_path
 from zoo.train import DataConfig, FolderDataset, TrainConfig, fit, get_recipe
+from zoo.train.registry import load_recipe_config
 
 TINY = dict(context_dim=4, latent_dim=4, out_channels=4, unet_dim=4)
 
@@ -46,6 +47,11 @@ def test_registered_and_config_checks():
         CDTFSQRecipeConfig(model=CDTFSQConfig.variant("base", **TINY), kl_weight=1e-6)
     cfg = CDTRecipeConfig.from_dict(CDTRecipeConfig(model=CDTConfig.variant("small", **TINY)).to_dict())
     assert cfg.model.pad_mode == "replicate"
+    # the training YAML's sections, as `tokenzoo train cdt-fsq --config x.yaml` reads them
+    r = load_recipe_config("cdt-fsq", {"train": {"max_steps": 3},
+                                       "recipe": {"frames": 5, "image_size": 32, "model": {**TINY, "levels": [5, 5, 5]}}})
+    assert isinstance(r, CDTFSQRecipe) and isinstance(r.config.model, CDTFSQConfig)
+    assert r.config.model.levels == [5, 5, 5] and r.config.kl_weight == 0 and r.train.max_steps == 3
 
 
 def test_lpips_only_with_weights_else_noted():
