@@ -168,3 +168,34 @@ def test_full_sequence_reconstructs_better_than_prefix(trained_run):
     trained, images = trained_run["trained"], trained_run["images"]
     err_full, err_short = _heldout(trained, images, N_REG), _heldout(trained, images, 1)
     assert err_full < err_short, (err_full, err_short)
+
+
+def test_repa_term_with_user_weights(tmp_path):
+    from safetensors.torch import save_file
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    arch = {"image_size": 16, "patch_size": 4, "num_layers": 1, "num_heads": 2, "hidden_dim": 16, "mlp_dim": 32}
+    torch.manual_seed(0)
+    save_file({k: v.contiguous() for k, v in VisionTransformer(**arch).state_dict().items()},
+              str(tmp_path / "vit.safetensors"))
+    cfg = FlexTokRecipeConfig(model=tiny_recipe_model(), repa_weights=str(tmp_path / "vit.safetensors"),
+                              repa_arch=arch, repa_proj_dim=8)
+    recipe = FlexTokRecipe(cfg, TrainConfig(max_steps=1))
+    model = recipe.build_model()
+    aux = recipe.build_aux_modules()
+    assert any("REPA on" in n for n in recipe.notes) and set(aux) == {"repa_proj"}
+    images01 = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    out = flow_matching_loss(model, images01 * 2 - 1, torch.tensor([2, 8]), torch.tensor([False, False]),
+                             torch.Generator().manual_seed(2))
+
+    class Ctx:
+        modules = {"model": model, **aux}
+
+    repa = recipe._repa_loss(Ctx(), out["repa_feats"], images01)
+    assert repa.ndim == 0 and -1 <= float(repa.detach()) <= 1
+    repa.backward()
+    assert aux["repa_proj"][0].weight.grad.abs().sum() > 0
+    assert dict(model.named_parameters())["decoder.module_dict.dec_transformer.blocks.0.attn.wq.weight"].grad is not None
+    with pytest.raises(ValueError, match="repa_weights"):
+        FlexTokRecipe(FlexTokRecipeConfig(model=tiny_recipe_model(), repa_weights=str(tmp_path / "nope.safetensors"),
+                                          repa_arch=arch), TrainConfig(max_steps=1)).build_aux_modules()
