@@ -660,7 +660,7 @@ class CDTTokenizer(VideoTokenizer):
     def encode(self, *args, **kwargs):
         raise TypeError(f"CDT is a continuous tokenizer ({self.config.latent_dim}-channel Gaussian latents): it has "
                         "no discrete tokens. Use encode_latents(video) / decode_latents(latents); a discrete FSQ "
-                        "variant ('cdt-fsq') is planned.")
+                        "variant is video.cdt.CDTFSQTokenizer (family 'cdt-fsq').")
 
     def decode(self, *args, **kwargs):
         raise TypeError("CDT is a continuous tokenizer: it has no discrete tokens to decode. "
