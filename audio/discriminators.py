@@ -45,6 +45,16 @@ def _check_wave(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def _run_all(discriminators: nn.ModuleList, x: torch.Tensor, cond: Optional[torch.Tensor]) -> Output:
+    """Each sub-discriminator on ``x``: (list of logits, list of feature-map lists)."""
+    logits, feats = [], []
+    for d in discriminators:
+        l, f = d(x, cond)
+        logits.append(l)
+        feats.append(f)
+    return logits, feats
+
+
 class _Conditioner(nn.Module):
     """Adds ``<emb[cond], h>`` over channels to the logits (WavTokenizer's bandwidth conditioning)."""
 
@@ -94,13 +104,7 @@ class MultiPeriodDiscriminator(nn.Module):
         self.discriminators = nn.ModuleList(PeriodDiscriminator(p, num_embeddings=num_embeddings) for p in periods)
 
     def forward(self, x: torch.Tensor, cond: Optional[torch.Tensor] = None) -> Output:
-        x = _check_wave(x)
-        logits, feats = [], []
-        for d in self.discriminators:
-            l, f = d(x, cond)
-            logits.append(l)
-            feats.append(f)
-        return logits, feats
+        return _run_all(self.discriminators, _check_wave(x), cond)
 
 
 class ResolutionDiscriminator(nn.Module):
@@ -139,13 +143,7 @@ class MultiResolutionDiscriminator(nn.Module):
                                             for n, h in resolutions)
 
     def forward(self, x: torch.Tensor, cond: Optional[torch.Tensor] = None) -> Output:
-        x = _check_wave(x)
-        logits, feats = [], []
-        for d in self.discriminators:
-            l, f = d(x, cond)
-            logits.append(l)
-            feats.append(f)
-        return logits, feats
+        return _run_all(self.discriminators, _check_wave(x), cond)
 
 
 class BandSTFTDiscriminator(nn.Module):
@@ -169,7 +167,7 @@ class BandSTFTDiscriminator(nn.Module):
         self.band_convs = nn.ModuleList(stack() for _ in self.bands)
         self.conv_post = weight_norm(nn.Conv2d(channels, 1, (3, 3), padding=(1, 1)))
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor, cond: Optional[torch.Tensor] = None):  # unconditional: cond is ignored
         window = torch.ones(self.window, device=x.device, dtype=x.dtype)
         spec = torch.stft(x[:, 0], self.window, self.window // 4, self.window, window=window, center=True,
                           return_complex=True)
@@ -201,9 +199,4 @@ class DACDiscriminator(nn.Module):
         x = _check_wave(x)
         x = x - x.mean(dim=-1, keepdim=True)
         x = 0.8 * x / (x.abs().amax(dim=-1, keepdim=True) + 1e-9)
-        logits, feats = [], []
-        for d in self.discriminators:
-            l, f = d(x) if isinstance(d, BandSTFTDiscriminator) else d(x, None)
-            logits.append(l)
-            feats.append(f)
-        return logits, feats
+        return _run_all(self.discriminators, x, None)

@@ -1,7 +1,6 @@
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -12,6 +11,7 @@ import torch
 
 from zoo import tokenize as T
 
+from .multiprocess import run_two_processes
 from .toy_tokenizers import ToyAudio, ToyAudioConfig, ToySeries, ToySeriesConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -147,22 +147,8 @@ def test_two_processes_give_the_same_tokens_as_one(speech_dir, tmp_path):
     one = tmp_path / "one"
     T.tokenize_dataset(_toy(), speech_dir, one, batch_size=2, shard_size=2, progress=False)
     two = tmp_path / "two"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     script = _WORKER.format(repo=str(REPO), data=str(speech_dir), out=str(two))
-    procs = []
-    for rank in range(2):
-        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
-               "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "OMP_NUM_THREADS": "1",
-               "CUDA_VISIBLE_DEVICES": ""}
-        procs.append(subprocess.Popen([sys.executable, "-c", script], env=env, cwd=str(REPO),
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
-    summaries = []
-    for p in procs:
-        output = p.communicate(timeout=300)[0].decode()
-        assert p.returncode == 0, output
-        summaries.append(json.loads(output.split("SUMMARY", 1)[1]))
+    summaries = [json.loads(out.split("SUMMARY", 1)[1]) for out in run_two_processes(script, timeout=300)]
     assert sorted(s["process"] for s in summaries) == [0, 1] and all(s["processes"] == 2 for s in summaries)
     assert all(s["files"] > 0 for s in summaries)  # both processes did work: 5 shards split 3 + 2
     assert sum(s["files"] for s in summaries) == 9 and sum(s["errors"] for s in summaries) == 1

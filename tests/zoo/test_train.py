@@ -1,11 +1,7 @@
 """The training engine with a tiny recipe: loss decreases, resume is exact, 2 processes == 1, bad files skipped."""
 
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -15,6 +11,7 @@ import torch
 import zoo
 from zoo.train import TrainConfig, fit, latest_checkpoint
 
+from .multiprocess import run_two_processes
 from .toy_recipe import ToyCodecRecipe, ToyCodecRecipeConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,20 +107,7 @@ def test_two_processes_match_one_with_the_same_global_batch(speech, tmp_path):
                                                            utilization_warning=0.0))
     fit(r, speech, one, progress=False)
     two = tmp_path / "two"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    script = _WORKER.format(repo=str(REPO), data=str(speech), out=str(two))
-    procs = []
-    for rank in range(2):
-        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
-               "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "OMP_NUM_THREADS": "1",
-               "CUDA_VISIBLE_DEVICES": ""}
-        procs.append(subprocess.Popen([sys.executable, "-c", script], env=env, cwd=str(REPO),
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
-    for p in procs:
-        output = p.communicate(timeout=600)[0].decode()
-        assert p.returncode == 0, output
+    run_two_processes(_WORKER.format(repo=str(REPO), data=str(speech), out=str(two)))
     a, b = _weights(one), _weights(two)
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), (k, (a[k] - b[k]).abs().max())
