@@ -55,6 +55,13 @@ def _run_all(discriminators: nn.ModuleList, x: torch.Tensor, cond: Optional[torc
     return logits, feats
 
 
+def _check_sizes(name: str, values, allow_empty: bool = False) -> None:
+    """Discriminator sizes must be a sequence of positive ints (a bare int or a float is a config mistake)."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or (not allow_empty and not len(values)) \
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+        raise ValueError(f"{name} must be a {'' if allow_empty else 'non-empty '}list of positive ints, got {values!r}")
+
+
 class _Conditioner(nn.Module):
     """Adds ``<emb[cond], h>`` over channels to the logits (WavTokenizer's bandwidth conditioning)."""
 
@@ -99,9 +106,13 @@ class PeriodDiscriminator(nn.Module):
 
 
 class MultiPeriodDiscriminator(nn.Module):
-    def __init__(self, periods: Sequence[int] = (2, 3, 5, 7, 11), num_embeddings: Optional[int] = None):
+    def __init__(self, periods: Sequence[int] = (2, 3, 5, 7, 11), num_embeddings: Optional[int] = None,
+                 channels: Sequence[int] = (32, 128, 512, 1024, 1024)):
         super().__init__()
-        self.discriminators = nn.ModuleList(PeriodDiscriminator(p, num_embeddings=num_embeddings) for p in periods)
+        _check_sizes("periods", periods)
+        _check_sizes("channels", channels)
+        self.discriminators = nn.ModuleList(PeriodDiscriminator(p, channels=tuple(channels),
+                                                                num_embeddings=num_embeddings) for p in periods)
 
     def forward(self, x: torch.Tensor, cond: Optional[torch.Tensor] = None) -> Output:
         return _run_all(self.discriminators, _check_wave(x), cond)
@@ -190,10 +201,18 @@ class BandSTFTDiscriminator(nn.Module):
 class DACDiscriminator(nn.Module):
     """descript-audio-codec's discriminator: period + multi-band complex STFT sub-discriminators."""
 
-    def __init__(self, periods: Sequence[int] = (2, 3, 5, 7, 11), windows: Sequence[int] = (2048, 1024, 512)):
+    def __init__(self, periods: Sequence[int] = (2, 3, 5, 7, 11), windows: Sequence[int] = (2048, 1024, 512),
+                 period_channels: Sequence[int] = (32, 128, 512, 1024, 1024), band_channels: int = 32):
         super().__init__()
+        _check_sizes("periods", periods, allow_empty=True)
+        _check_sizes("windows", windows, allow_empty=True)
+        _check_sizes("period_channels", period_channels)
+        _check_sizes("band_channels", [band_channels])
         self.discriminators = nn.ModuleList(
-            [PeriodDiscriminator(p) for p in periods] + [BandSTFTDiscriminator(w) for w in windows])
+            [PeriodDiscriminator(p, channels=tuple(period_channels)) for p in periods]
+            + [BandSTFTDiscriminator(w, channels=band_channels) for w in windows])
+        if not len(self.discriminators):
+            raise ValueError("DACDiscriminator needs at least one period or window")
 
     def forward(self, x: torch.Tensor, cond: Optional[torch.Tensor] = None) -> Output:
         x = _check_wave(x)

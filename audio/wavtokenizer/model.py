@@ -336,17 +336,24 @@ class WavTokenizer(AudioTokenizer):
         return y.to(out_device)
 
     # ------------------------------------------------------------------ training
-    def forward(self, wav: torch.Tensor, bandwidth_id=0):
+    def forward(self, wav: torch.Tensor, bandwidth_id=0, quantize: bool = True):
         """Training path on an equal-length batch: ``wav [B, 1, T]`` (or ``[B, T]``) -> ``(y_hat [B, 1, N * hop],
         QuantizerOutput)`` with the straight-through quantizer (EMA / k-means / dead-code updates in training
-        mode; ``losses["commitment"]``)."""
+        mode; ``losses["commitment"]``). ``quantize=False`` bypasses the quantizer (a plain autoencoder, used to
+        warm up the encoder before the codebook is initialised): the output then has no ids (``ids`` is empty),
+        no losses and no stats, and the codebook is left untouched."""
         if not isinstance(wav, torch.Tensor) or wav.ndim not in (2, 3) or (wav.ndim == 3 and wav.shape[1] != 1):
             raise ValueError(f"forward expects wav [B, 1, T] or [B, T], got "
                              f"{tuple(wav.shape) if isinstance(wav, torch.Tensor) else type(wav).__name__}")
         x = wav if wav.ndim == 3 else wav[:, None]
         cond = self._bandwidth(bandwidth_id, x.shape[0])
         z = self.encoder(x.to(self._dtype())).transpose(1, 2)  # [B, N, D]
-        q = self.quantizer(z)
+        if quantize:
+            q = self.quantizer(z)
+        else:
+            from zoo.quantizers.base import QuantizerOutput
+
+            q = QuantizerOutput(z, torch.zeros(0, dtype=torch.long, device=z.device), {}, None)
         y = self.head(self.backbone(q.quantized.transpose(1, 2), cond))
         return y[:, None], q
 

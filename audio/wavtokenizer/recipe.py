@@ -45,6 +45,21 @@ class WavTokenizerRecipeConfig(ConfigBase):
     use_dac_discriminator: bool = True
     train_dac_discriminator: bool = True
     cosine_schedule: bool = True
+    warmup_steps: int = 0  # linear learning-rate warm-up (both optimisers) before the cosine decay
+    # discriminator sizes (defaults: the original's MPD/DAC periods and HiFi-GAN period-discriminator widths);
+    # smaller widths make a quick CPU run possible
+    mpd_periods: tuple = (2, 3, 5, 7, 11)
+    period_channels: tuple = (32, 128, 512, 1024, 1024)
+    dac_periods: tuple = (2, 3, 5, 7, 11)
+    dac_windows: tuple = (2048, 1024, 512)
+    # generator-only warm-up: for the first N steps only mel + commitment losses train the generator and the
+    # discriminators are neither run nor updated (0 = adversarial from the first step, as the original)
+    discriminator_start: int = 0
+    # encoder warm-up without the quantizer: for the first N steps the model trains as a plain autoencoder and
+    # the codebook is k-means initialised on the first batch after that. From scratch on little data the
+    # encoder's output varies far less within a clip than it drifts between steps, so a codebook initialised at
+    # step 0 ends with every vector on one code; 0 = quantize from the first step, as the original
+    quantizer_start: int = 0
 
     def __post_init__(self):
         if isinstance(self.segment_samples, bool) or not isinstance(self.segment_samples, int) \
@@ -55,6 +70,22 @@ class WavTokenizerRecipeConfig(ConfigBase):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
                 raise ValueError(f"{name} must be a number >= 0, got {v!r}")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be an int >= 0, got {self.warmup_steps!r}")
+        if isinstance(self.quantizer_start, bool) or not isinstance(self.quantizer_start, int) \
+                or self.quantizer_start < 0:
+            raise ValueError(f"quantizer_start must be an int >= 0, got {self.quantizer_start!r}")
+        if isinstance(self.discriminator_start, bool) or not isinstance(self.discriminator_start, int) \
+                or self.discriminator_start < 0:
+            raise ValueError(f"discriminator_start must be an int >= 0, got {self.discriminator_start!r}")
+        for name in ("mpd_periods", "period_channels", "dac_periods", "dac_windows"):
+            v = getattr(self, name)
+            if isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple)) \
+                    or any(isinstance(i, bool) or not isinstance(i, int) or i < 1 for i in v):
+                raise ValueError(f"{name} must be a list of positive ints, got {v!r}")
+            setattr(self, name, tuple(v))
+        if not self.mpd_periods or not self.period_channels:
+            raise ValueError("mpd_periods and period_channels must not be empty")
 
 
 @register_recipe("wavtokenizer")
@@ -70,9 +101,11 @@ class WavTokenizerRecipe(Recipe):
 
     def build_aux_modules(self):
         n = self.config.model.adanorm_num_embeddings
-        mods = {"mpd": MultiPeriodDiscriminator(num_embeddings=n), "mrd": MultiResolutionDiscriminator(num_embeddings=n)}
+        c = self.config
+        mods = {"mpd": MultiPeriodDiscriminator(c.mpd_periods, num_embeddings=n, channels=c.period_channels),
+                "mrd": MultiResolutionDiscriminator(num_embeddings=n)}
         if self.config.use_dac_discriminator:
-            mods["dac"] = DACDiscriminator()
+            mods["dac"] = DACDiscriminator(c.dac_periods, c.dac_windows, period_channels=c.period_channels)
             if not self.config.train_dac_discriminator:
                 mods["dac"].requires_grad_(False)
                 self.notes.append("DAC discriminator frozen (as the released training code effectively does)")
@@ -88,14 +121,19 @@ class WavTokenizerRecipe(Recipe):
         return {"model": adamw(modules["model"].parameters()), "disc": adamw(disc)}
 
     def build_schedulers(self, optimizers):
-        if not self.config.cosine_schedule:
+        warm = self.config.warmup_steps
+        if not self.config.cosine_schedule and not warm:
             return {}
         total = max(1, self.train.max_steps)
+        cosine_on = self.config.cosine_schedule
 
-        def cosine(step):
-            return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+        def factor(step):
+            # a codebook initialised by k-means on the first batch cannot follow an encoder that Adam moves at
+            # full rate from step 1 (every vector then lands on one code): the warm-up lets it track
+            w = min(1.0, (step + 1) / warm) if warm else 1.0
+            return w * (0.5 * (1.0 + math.cos(math.pi * min(step, total) / total)) if cosine_on else 1.0)
 
-        return {k: torch.optim.lr_scheduler.LambdaLR(o, cosine) for k, o in optimizers.items()}
+        return {k: torch.optim.lr_scheduler.LambdaLR(o, factor) for k, o in optimizers.items()}
 
     def data_config(self):
         return DataConfig("audio", sample_rate=self.config.model.sample_rate,
@@ -118,8 +156,11 @@ class WavTokenizerRecipe(Recipe):
         c = self.config
         x = batch["x"]
         bw = self._bandwidth(x.shape[0], x.device)
-        y_hat, q = ctx.modules["model"](x, bandwidth_id=bw[:1])
+        y_hat, q = ctx.modules["model"](x, bandwidth_id=bw[:1], quantize=ctx.step >= c.quantizer_start)
         y_hat = y_hat[..., :x.shape[-1]]
+
+        if ctx.step < c.discriminator_start:
+            return self._warmup_step(ctx, x, y_hat, q)
 
         # discriminators
         d_loss = 0.0
@@ -162,6 +203,20 @@ class WavTokenizerRecipe(Recipe):
         util = q.stats.utilization if q.stats is not None else None
         logs = {"loss": float(g_loss.detach()), "d_loss": float(d_loss.detach()), "mel_loss": float(mel.detach()),
                 "commit_loss": float(commit.detach())}
+        if util is not None:
+            logs["utilization"] = float(util[0] if torch.is_tensor(util) and util.ndim else util)
+        return logs
+
+    def _warmup_step(self, ctx, x, y_hat, q) -> Dict[str, float]:
+        """Generator-only step (mel + commitment) before ``discriminator_start``."""
+        c = self.config
+        mel = self._mel(x.device)(x, y_hat)
+        commit = q.losses.get("commitment", torch.zeros((), device=x.device))
+        g_loss = c.mel_loss_coeff * mel + c.commit_loss_coeff * commit
+        ctx.backward(g_loss)
+        ctx.optimizer_step("model")
+        logs = {"loss": float(g_loss.detach()), "mel_loss": float(mel.detach()), "commit_loss": float(commit.detach())}
+        util = q.stats.utilization if q.stats is not None else None
         if util is not None:
             logs["utilization"] = float(util[0] if torch.is_tensor(util) and util.ndim else util)
         return logs

@@ -66,6 +66,30 @@ def test_kill_and_resume_equals_uninterrupted(speech, tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
+class _StepRecordingRecipe(ToyCodecRecipe):
+    """Records ``ctx.step`` as each training step sees it (step-dependent losses read it)."""
+
+    seen: list = []
+
+    def training_step(self, ctx, batch):
+        type(self).seen.append(ctx.step)
+        return super().training_step(ctx, batch)
+
+
+def test_ctx_step_counts_completed_steps_also_after_resume(speech, tmp_path):
+    def recipe():
+        return _StepRecordingRecipe(ToyCodecRecipeConfig(), TrainConfig(max_steps=6, batch_size=4, log_every=2,
+                                                                         eval_every=100, checkpoint_every=3,
+                                                                         holdout_files=1, seed=3,
+                                                                         utilization_warning=0.0))
+
+    _StepRecordingRecipe.seen = []
+    out = tmp_path / "run"
+    fit(recipe(), speech, out, progress=False, stop_after=3)
+    fit(recipe(), speech, out, resume=True, progress=False)
+    assert _StepRecordingRecipe.seen == [0, 1, 2, 3, 4, 5]
+
+
 def test_corrupt_training_file_is_skipped_and_counted(speech, tmp_path):
     (speech / "aa_corrupt.wav").write_bytes(b"RIFF definitely not audio")
     out = tmp_path / "run"

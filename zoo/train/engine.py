@@ -385,6 +385,7 @@ def fit(recipe: Recipe, data, out, *, resume: bool = False, init=None, eval_data
         log_row(row)
     skipped_total = 0
     start_step = step
+    ctx.step = step  # completed steps (recipes with step-dependent losses read it; set on resume too)
     t0 = time.perf_counter()
     bar = tqdm(total=tc.max_steps, initial=step, disable=not (progress and accelerator.is_main_process),
                desc=f"train {recipe.name}", unit="step")

