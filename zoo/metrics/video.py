@@ -16,14 +16,38 @@ No PyPI package ships I3D weights: without the file, :class:`~zoo.metrics.base.M
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 
 from ..validation import check_tensor
-from .fid import FrechetResult, _check_batch_size, _features, frechet_distance_features, load_torchscript
+from .fid import (FeatureExtractor, FrechetResult, _check_batch_size, _features, _file_ident,
+                  frechet_distance_features, load_torchscript, resolve_file)
 
 I3D_TORCHSCRIPT = "i3d_torchscript.pt"
 I3D_SIZE = 224  # I3D's Kinetics input resolution
+
+
+def _i3d_input(x: torch.Tensor) -> torch.Tensor:
+    n, c, t, h, w = x.shape
+    x = x.detach().float().cpu().clamp(0, 1)
+    if (h, w) != (I3D_SIZE, I3D_SIZE):
+        frames = x.transpose(1, 2).reshape(n * t, c, h, w)
+        frames = F.interpolate(frames, size=(I3D_SIZE, I3D_SIZE), mode="bilinear", align_corners=False)
+        x = frames.reshape(n, t, c, I3D_SIZE, I3D_SIZE).transpose(1, 2)
+    return (x * 2 - 1).contiguous()
+
+
+def resolve_i3d(extractor=None) -> FeatureExtractor:
+    """The FVD feature network: ``fn`` takes videos ``[B, 3, T, H, W]`` in ``[0, 1]`` (resized and scaled here)."""
+    how = "the StyleGAN-V Kinetics-400 I3D"
+    if extractor is not None and callable(extractor) and not isinstance(extractor, (str, Path)):
+        net, ident = extractor, f"callable:{type(extractor).__qualname__}"
+    else:
+        path = resolve_file("fvd", extractor, (I3D_TORCHSCRIPT,), how)
+        net, ident = load_torchscript("fvd", path, I3D_TORCHSCRIPT, how), _file_ident(path)
+    return FeatureExtractor(lambda v: net(_i3d_input(v), rescale=False, resize=False, return_features=True), ident)
 
 
 def i3d_features(videos, extractor=None, batch_size: int = 8) -> torch.Tensor:
@@ -31,15 +55,7 @@ def i3d_features(videos, extractor=None, batch_size: int = 8) -> torch.Tensor:
     x = check_tensor("videos", videos, ndim=(5,), floating=True, shape_hint="[N, 3, T, H, W] in [0, 1]")
     if x.shape[1] != 3:
         raise ValueError(f"videos must have 3 (RGB) channels on axis 1, got shape {tuple(x.shape)}")
-    net = load_torchscript("fvd", extractor, I3D_TORCHSCRIPT, "the StyleGAN-V Kinetics-400 I3D")
-    n, c, t, h, w = x.shape
-    x = x.detach().float().cpu().clamp(0, 1)
-    if (h, w) != (I3D_SIZE, I3D_SIZE):
-        frames = x.transpose(1, 2).reshape(n * t, c, h, w)
-        frames = F.interpolate(frames, size=(I3D_SIZE, I3D_SIZE), mode="bilinear", align_corners=False)
-        x = frames.reshape(n, t, c, I3D_SIZE, I3D_SIZE).transpose(1, 2)
-    x = (x * 2 - 1).contiguous()
-    return _features(net, x, _check_batch_size(batch_size), rescale=False, resize=False, return_features=True)
+    return _features(resolve_i3d(extractor).fn, x, _check_batch_size(batch_size))
 
 
 def fvd(reference, reconstruction, extractor=None, batch_size: int = 8) -> FrechetResult:
