@@ -314,7 +314,12 @@ def load_fid_inception(weights, preprocess: Optional[str] = None,
         if is_torchscript_file(path):
             raise ValueError(f"{path} is a TorchScript archive, not a state dict: pass it to rfid(extractor=...) "
                              "or convert it with nvidia_layout_to_official")
-        state = _as_state_dict(torch.load(str(path), map_location="cpu", weights_only=True), str(path))
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:  # not a torch file, or one that needs pickled code (refused)
+            raise ValueError(f"{path} cannot be read as a weights-only state dict: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        state = _as_state_dict(obj, str(path))
         source = str(path)
         preprocess = preprocess or default_preprocess(path)
     else:

@@ -134,9 +134,13 @@ class _Evil:
 def test_pickle_is_never_executed(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"x": _Evil()}, path)
-    with pytest.raises(Exception) as err:
+    with pytest.raises(ValueError, match="weights-only state dict") as err:
         load_fid_inception(path)
-    assert "weights_only" in str(err.value) or "Unsupported" in str(err.value) or "global" in str(err.value).lower()
+    assert "evil.pth" in str(err.value)
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="junk.pth cannot be read"):
+        load_fid_inception(junk)
 
 
 def test_tf1_resize_bilinear():
