@@ -15,6 +15,15 @@ from zoo.metrics.inception import (FEATURE_DIM, FID_WEIGHTS_PYTORCH_FID, FID_WEI
                                    fid_normalize, is_torchscript_file, load_fid_inception, nvidia_layout_to_official,
                                    official_keys, tf1_resize_bilinear)
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These tests run full Inception forwards: on a shared 2-core machine one intra-op thread is several times
+    faster than two (no spinning against other processes); the previous setting is restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 def _random_official_state(seed=0):
     """A state dict in the official file layout (no num_batches_tracked) with random but sane values."""
