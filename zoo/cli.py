@@ -333,62 +333,6 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def _synthetic_input(model):
-    """A small deterministic input of the model's modality (for the demo of bundled models)."""
-    import math
-
-    import torch
-
-    g = torch.Generator().manual_seed(0)
-    if model.modality == "audio":
-        sr = model.sample_rate
-        t = torch.arange(sr) / sr
-        return (0.3 * torch.sin(2 * math.pi * (220 + 220 * t) * t))[None], {}
-    if model.modality == "image":
-        size = model.expected_size() or (256, 256)
-        ys = torch.linspace(0, 1, size[0])[:, None].expand(*size)
-        xs = torch.linspace(0, 1, size[1])[None, :].expand(*size)
-        return torch.stack([ys, xs, (ys + xs) / 2])[None], {}
-    if model.modality == "video":
-        size = getattr(model.config, "image_size", 64)
-        size = (size, size) if isinstance(size, int) else tuple(size)
-        frames = getattr(model.config, "num_frames", 5)
-        return torch.rand(1, 3, int(frames), *size, generator=g), {}
-    sfreq = model.sfreq
-    channels = int(getattr(model.config, "in_channels", getattr(model.config, "num_channels", 1)) or 1)
-    t = torch.arange(int(4 * sfreq)) / sfreq
-    x = torch.sin(2 * math.pi * 10 * t)[None].repeat(channels, 1) + 0.1 * torch.randn(channels, t.numel(), generator=g)
-    return x[None], {"sfreq": sfreq}
-
-
-def cmd_demo(args) -> int:
-    import zoo
-
-    print(f"tokenzoo {zoo.__version__}")
-    print("families: " + ", ".join(zoo.list_families()))
-    entries = zoo.list_models()
-    print()
-    print(_entry_table(entries) if entries else "no registered checkpoints yet (hub_configs/ holds none)")
-    bundled = [e for e in entries if e.bundled]
-    print()
-    if not bundled:
-        print("Bundled demo models are not shipped yet, so there is nothing to run offline here.")
-        print("With a checkpoint at hand: tokenzoo encode NAME FILE -o tokens.npz; "
-              "tokenzoo decode NAME tokens.npz -o out.wav")
-        return 0
-    for e in bundled:
-        model = zoo.from_pretrained(e.name)
-        x, kw = _synthetic_input(model)
-        tokens = model.encode(x, **kw)
-        y = model.decode(tokens)
-        n = min(x.shape[-1], y.shape[-1])
-        err = float((x[..., :n].float() - y.reshape(x.shape[:-1] + y.shape[-1:])[..., :n].float()).abs().mean()) \
-            if y.numel() and y.shape[:-1].numel() == x.shape[:-1].numel() else float("nan")
-        print(f"{e.name}: input {list(x.shape)} -> ids {list(tokens.ids.shape)} -> output {list(y.shape)}, "
-              f"mean abs error {err:.4f}")
-    return 0
-
-
 # ---------------------------------------------------------------------------------------------- parser
 
 # Commands whose options live in their own module: ``add_arguments(parser)`` + ``run_from_args(args)``.
@@ -396,6 +340,7 @@ def cmd_demo(args) -> int:
 DELEGATED = {
     "tokenize": ("zoo.tokenize", "tokenize a corpus into token shards (see docs/tokenize.md)"),
     "train": ("zoo.train", "train a tokenizer with the shared accelerate loop (see docs/training.md)"),
+    "demo": ("zoo.demo", "run the bundled tokenizers on the shipped example files, offline, with an HTML report"),
 }
 
 
@@ -479,8 +424,6 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(func=lambda args, command=command: _run_delegated(command, args.rest))
 
-    p = sub.add_parser("demo", help="show the registered models and run the bundled ones")
-    p.set_defaults(func=cmd_demo)
     return parser
 
 

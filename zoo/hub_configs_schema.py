@@ -2,7 +2,7 @@
 
 Example::
 
-    name: wavtokenizer-small-600-24k-4096      # registry name, unique
+    name: wavtokenizer-small-600-24k-4096      # registry name, unique; "tokenzoo/NAME" for the bundled models
     family: wavtokenizer                      # a registered family
     modality: audio                           # audio | image | video | eeg
     description: WavTokenizer small, 40 tokens/s, LibriTTS
@@ -138,9 +138,11 @@ def parse_entry(data: Any, path: Path) -> ModelEntry:
     for key in ("name", "family", "modality", "format"):
         if not isinstance(data[key], str) or not data[key].strip():
             _fail(path, key, f"must be a non-empty string, got {data[key]!r}")
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", data["name"]):
-        _fail(path, "name", f"must use only letters, digits, '.', '_' and '-' (it is a CLI argument), "
-                            f"got {data['name']!r}")
+    if not re.match(r"^(tokenzoo/)?[A-Za-z0-9][A-Za-z0-9._-]*$", data["name"]):
+        _fail(path, "name", f"must use only letters, digits, '.', '_' and '-' (it is a CLI argument), with an "
+                            f"optional 'tokenzoo/' prefix for the package's own models, got {data['name']!r}")
+    if data["name"].startswith("tokenzoo/") and not data.get("bundled", False):
+        _fail(path, "name", "the 'tokenzoo/' prefix is reserved for the bundled models (set bundled: true)")
     if data["modality"] not in MODALITIES:
         _fail(path, "modality", f"must be one of {list(MODALITIES)}, got {data['modality']!r}")
     for key in ("repo_id", "revision", "description", "license"):

@@ -139,17 +139,22 @@ def test_list_info_demo(models, registry_dir, tmp_path, capsys):
     assert info["pinned"], "an entry made only of local files is pinned"
     assert main(["info", models["image"]]) == 0
     assert "family: toy-image" in capsys.readouterr().out
-    assert main(["demo"]) == 0
+    examples = tmp_path / "examples"
+    (examples / "audio").mkdir(parents=True)
+    _stereo_wav(examples / "audio" / "a.wav", n=48000, freq=440.0)  # 1 s: PESQ scores >= 0.25 s
+    assert main(["demo", "--models", "toy-audio-local", "--examples", str(examples), "--out",
+                 str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
-    assert "families:" in out and "toy-audio-local: input [1, 24000] -> ids [1, 1, 6000]" in out
+    assert "families " in out and "| toy-audio-local | 1 | 6000 tokens/s |" in out
+    assert (tmp_path / "demo" / "report.html").is_file()
 
 
 def test_demo_without_bundled_models(registry_dir, capsys, monkeypatch):
     from zoo import hub_configs_schema
 
     monkeypatch.setattr(hub_configs_schema, "hub_configs_dir", lambda: registry_dir)  # no package entries
-    assert main(["demo"]) == 0
-    assert "Bundled demo models are not shipped yet" in capsys.readouterr().out
+    assert main(["demo"]) == 2
+    assert "no bundled tokenizers are registered" in capsys.readouterr().err
 
 
 BAD_USAGE = [
