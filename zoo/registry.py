@@ -30,6 +30,10 @@ FAMILY_MODULES: Dict[str, str] = {
     "tfm-classifier": "eeg.tfm",
     "lipcot": "eeg.lipcot",
     "titok-maskgit-vqgan": "image.titok",
+    "baseline-audio": "zoo.baselines",
+    "baseline-image": "zoo.baselines",
+    "baseline-video": "zoo.baselines",
+    "baseline-series": "zoo.baselines",
 }
 
 _FAMILIES: Dict[str, Type] = {}
