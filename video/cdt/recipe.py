@@ -22,7 +22,7 @@ warm-up. The LPIPS term is used only when torchvision's VGG16 weights are presen
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,8 @@ from .config import CDTConfig
 from .fsq import CDTFSQConfig, CDTFSQTokenizer
 from .model import CDTTokenizer, cosine_alphas_cumprod
 
-__all__ = ["CDTRecipe", "CDTRecipeConfig", "CDTFSQRecipe", "CDTFSQRecipeConfig", "diffusion_inputs"]
+__all__ = ["CDTRecipe", "CDTRecipeConfig", "CDTFSQRecipe", "CDTFSQRecipeConfig", "diffusion_inputs",
+           "item_generators", "average_gradients"]
 
 
 def _check_number(name, v, lo=0.0, hi=None):
@@ -86,19 +87,69 @@ class CDTFSQRecipeConfig(CDTRecipeConfig):
             raise ValueError("cdt-fsq trains without the KL term: kl_weight must be 0")
 
 
-def diffusion_inputs(x0: torch.Tensor, alphas_cumprod: torch.Tensor, generator: Optional[torch.Generator] = None):
+def diffusion_inputs(x0: torch.Tensor, alphas_cumprod: torch.Tensor, generator: Optional[torch.Generator] = None,
+                     t: Optional[torch.Tensor] = None, eps: Optional[torch.Tensor] = None):
     """Sample ``t ~ U{0..N-1}`` per item and ``x_t = sqrt(ac_t) x0 + sqrt(1 - ac_t) eps``.
 
-    Returns ``(x_t, t_input [B, 1] = t / N, t [B])``. ``generator`` (CPU) makes the draw reproducible.
+    Returns ``(x_t, t_input [B, 1] = t / N, t [B])``. ``generator`` (CPU) makes the draw reproducible; ``t`` ``[B]``
+    and ``eps`` (shape of ``x0``) given together replace the draw (per-item draws, see :func:`item_generators`).
     """
     n = alphas_cumprod.shape[0]
     b = x0.shape[0]
-    t = torch.randint(0, n, (b,), generator=generator)
-    eps = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(x0)
+    if (t is None) != (eps is None):
+        raise ValueError("give both t and eps, or neither")
+    if t is None:
+        t = torch.randint(0, n, (b,), generator=generator)
+        eps = torch.randn(x0.shape, generator=generator, dtype=torch.float32)
+    elif t.shape != (b,) or eps.shape != x0.shape:
+        raise ValueError(f"t must be [{b}] and eps {list(x0.shape)}, got {list(t.shape)} and {list(eps.shape)}")
+    eps = eps.to(x0)
     t = t.to(x0.device)
     ac = alphas_cumprod.to(x0)[t].reshape(b, *([1] * (x0.ndim - 1)))
     x_t = ac.sqrt() * x0 + (1 - ac).sqrt() * eps
     return x_t, (t.float() / n).reshape(b, 1), t
+
+
+def item_generators(seed: int, step: int, index: torch.Tensor) -> List[torch.Generator]:
+    """One CPU generator per item of a training batch, seeded by ``(seed, step, dataset index)``.
+
+    Every random number of a training step (posterior sample, timestep, diffusion noise) is drawn per item from
+    its own generator, so an item's draws do not depend on which process holds it nor on its place in the batch:
+    two processes with half the batch each compute exactly the terms of one process with the whole batch (a
+    draw from the global RNG would repeat the same numbers on every process), and a resumed run redraws them.
+    """
+    return [torch.Generator().manual_seed((int(seed) * 1_000_003 + int(step)) * 1_000_003 + int(i))
+            for i in index.reshape(-1).tolist()]
+
+
+def _per_item(gens: Sequence[torch.Generator], fn) -> torch.Tensor:
+    return torch.stack([fn(g) for g in gens])
+
+
+def average_gradients(ctx, name: str = "model") -> None:
+    """Average the gradients of module ``name`` over the processes (no-op with one process).
+
+    The CDT losses run the unwrapped model's pieces (encoder, context decoder, U-Net), not a ``forward`` through
+    the DDP wrapper, so DDP's gradient hooks are never armed and each process would otherwise step on its own
+    half-batch gradient. One flat all-reduce per optimiser step, only when gradients are due to sync (the last
+    micro-step of an accumulation). Averaging gradients that DDP had already averaged would leave them unchanged.
+    """
+    acc = ctx.accelerator
+    if acc.num_processes == 1 or not acc.sync_gradients:
+        return
+    import torch.distributed as dist
+
+    params = [p for p in ctx.unwrap(name).parameters() if p.requires_grad]
+    if not params:
+        return
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= acc.num_processes
+    start = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[start:start + n].view_as(p).clone()
+        start += n
 
 
 @register_recipe("cdt")
@@ -156,8 +207,9 @@ class CDTRecipe(Recipe):
         return self._lpips.to(device)
 
     # ------------------------------------------------------------------ losses
-    def latent(self, core: CDTTokenizer, x0: torch.Tensor, sample: bool, generator=None):
-        """-> (z for the decoder, KL per item averaged over the batch (0 for cdt-fsq), ids or None)."""
+    def latent(self, core: CDTTokenizer, x0: torch.Tensor, sample: bool, generator=None, generators=None):
+        """-> (z for the decoder, KL per item averaged over the batch (0 for cdt-fsq), ids or None).
+        ``generators``: one per item (:func:`item_generators`) for the posterior sample, else ``generator``."""
         moments = core.net.autoencoder.encode(x0)
         mean, logvar = core.posterior(moments)
         if self.quantized:
@@ -165,17 +217,29 @@ class CDTRecipe(Recipe):
             return z, x0.new_zeros(()), ids
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).flatten(1).sum(1).mean()
         if sample:
-            eps = torch.randn(mean.shape, generator=generator, dtype=torch.float32).to(mean)
+            if generators is not None:
+                eps = _per_item(generators, lambda g: torch.randn(mean.shape[1:], generator=g, dtype=torch.float32))
+            else:
+                eps = torch.randn(mean.shape, generator=generator, dtype=torch.float32)
+            eps = eps.to(mean)
             z = mean + (0.5 * logvar).exp() * eps
         else:
             z = mean
         return z, kl, None
 
-    def losses(self, core: CDTTokenizer, x0: torch.Tensor, generator=None, sample: bool = True):
+    def losses(self, core: CDTTokenizer, x0: torch.Tensor, generator=None, sample: bool = True, generators=None):
+        """``generators``: one per item (:func:`item_generators`); else everything is drawn from ``generator``."""
         c = self.config
-        z, kl, ids = self.latent(core, x0, sample, generator)
+        if generators is not None and len(generators) != x0.shape[0]:
+            raise ValueError(f"{len(generators)} generators for a batch of {x0.shape[0]}")
+        z, kl, ids = self.latent(core, x0, sample, generator, generators)
+        t = eps = None
+        if generators is not None:  # after the posterior sample's draw, in the same order on every item
+            n = int(self._ac.shape[0])
+            t = torch.cat([torch.randint(0, n, (1,), generator=g) for g in generators])
+            eps = _per_item(generators, lambda g: torch.randn(x0.shape[1:], generator=g, dtype=torch.float32))
         context = core.net.autoencoder.decode_context(z)
-        x_t, t_in, _ = diffusion_inputs(x0, self._ac, generator)
+        x_t, t_in, _ = diffusion_inputs(x0, self._ac, generator, t=t, eps=eps)
         x0_hat = core.net.unet(x_t, t_in, context)
         mse = F.mse_loss(x0_hat, x0)
         out = {"mse": mse, "kl": kl, "ids": ids}
@@ -195,8 +259,12 @@ class CDTRecipe(Recipe):
     def training_step(self, ctx, batch) -> Dict[str, float]:
         core = ctx.unwrap()
         x0 = batch["x"].float() * 2 - 1
-        out = self.losses(core, x0)
+        if "index" not in batch:
+            raise ValueError("the CDT recipe needs the dataset index of every item (batch['index']) to seed its "
+                             "per-item noise")
+        out = self.losses(core, x0, generators=item_generators(self.train.seed, ctx.step, batch["index"]))
         ctx.backward(out["loss"])
+        average_gradients(ctx)
         ctx.optimizer_step("model")
         row = {"loss": out["loss"].detach(), "recon_loss": float(out["mse"].detach())}
         if not self.quantized:
