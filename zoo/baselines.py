@@ -299,3 +299,27 @@ def matched_baseline(tok, *, frames: Optional[int] = None, tokens_per_clip: Opti
         cfg = SeriesBaselineConfig(sfreq=float(tok.sfreq), rate=float(rate), bits=bits)
         return SeriesBaseline(cfg).eval(), cfg.to_dict()
     raise ValueError(f"no baseline for modality {m!r}")
+
+
+def feature_domain_scores(tok, base, files) -> Dict[str, Any]:
+    """Score a waveform baseline against a series tokenizer whose decoder returns features (TFM: |STFT|, LiPCoT:
+    AR coefficients): ``tok.reconstruction_reference`` of the baseline's reconstruction against that of the
+    input, with the benchmark's ``feature_l1`` (mean absolute difference) and ``feature_corr`` (Pearson
+    correlation over all values), averaged over ``files``."""
+    from . import bench
+
+    if not hasattr(tok, "reconstruction_reference"):
+        raise ValueError(f"{type(tok).__name__} has no reconstruction_reference: score it with zoo.bench directly")
+    l1, corr = [], []
+    for path in files:
+        loaded = bench.zio.load_item(path, "eeg", None)
+        x, kw, _ = bench._prepare(base, loaded, "eeg")
+        y = base.decode(base.encode(x, **kw))
+        ref = tok.reconstruction_reference(x, **kw).double()
+        got = tok.reconstruction_reference(y.reshape(x.shape).float(), **kw).double()
+        l1.append(float((ref - got).abs().mean()))
+        corr.append(float(torch.corrcoef(torch.stack([ref.reshape(-1), got.reshape(-1)]))[0, 1]))
+    if not l1:
+        raise ValueError("feature_domain_scores needs at least one file")
+    return {"spec": base.spec.to_dict(), "metrics": {"feature_l1": sum(l1) / len(l1),
+                                                     "feature_corr": sum(corr) / len(corr)}}
