@@ -18,6 +18,16 @@ SHARED = Path(os.environ.get("TOKENZOO_SHARED", REPO.parent / "shared")).resolve
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test (restored afterwards): tiny CPU workloads run several times faster on a
+    loaded 2-core machine without a second thread spinning. Use with ``pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _shared_subdir(*parts: str) -> Path:
     path = SHARED.joinpath(*parts)
     if not path.exists():

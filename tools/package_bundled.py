@@ -117,6 +117,19 @@ MODELS: Dict[str, Dict[str, Any]] = {
 }
 
 
+def _half_precision_copy(src: Path, dst: Path) -> None:
+    """Store float32 tensors as float16 (half the repository size; loading casts them back into the float32
+    model, and the card's numbers are measured on exactly these weights). Other dtypes are kept."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(src))
+    for k, v in state.items():
+        if v.dtype == torch.float32 and v.numel() and float(v.abs().max()) > 6.0e4:
+            raise ValueError(f"{k} exceeds the float16 range: store it in float32")
+    save_file({k: (v.half() if v.dtype == torch.float32 else v).contiguous() for k, v in state.items()}, str(dst))
+
+
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -127,6 +140,8 @@ def sha256(path: Path) -> str:
 
 def heldout_metrics(name: str, modality: str) -> Dict[str, Any]:
     """Bench the bundled model and its matched baseline on the example files; the numbers the card states."""
+    import torch
+
     import zoo
     from zoo import bench
     from zoo.demo import DEMO_METRICS, EXAMPLES
@@ -134,8 +149,10 @@ def heldout_metrics(name: str, modality: str) -> Dict[str, Any]:
     tok = zoo.from_pretrained(f"tokenzoo/{name}")
     data = EXAMPLES / modality
     files = bench.zio.list_files(data, modality)
+    # the intra-op thread count changes float reductions, and a token id whose two nearest codes are almost
+    # equidistant can flip with it: the numbers are reproducible exactly at this thread count
     out: Dict[str, Any] = {"files": [str(f.relative_to(EXAMPLES)) for f in files],
-                           "metrics": list(DEMO_METRICS[modality])}
+                           "metrics": list(DEMO_METRICS[modality]), "torch_threads": torch.get_num_threads()}
     models = [f"tokenzoo/{name}"]
     try:
         from zoo.baselines import matched_baseline
@@ -213,7 +230,8 @@ def render_card(name: str, facts: Dict[str, Any], training: Dict[str, Any], held
         f"- family `{facts['family']}`, modality {facts['modality']}; codebook {spec['codebook_size']} x "
         f"{spec['num_codebooks']}; {spec['token_rate']:g} {spec['token_rate_unit']}; "
         f"{spec['bitrate']:.4g} {spec['bitrate_unit']}",
-        f"- architecture: `config.json` in this folder; {training.get('num_parameters', 'n/a')} parameters",
+        f"- architecture: `config.json` in this folder; {training.get('num_parameters', 'n/a')} parameters, "
+        "stored as float16 (loaded into float32)",
         "",
         "## Training",
         "",
@@ -274,8 +292,8 @@ def package(name: str, run: Path, train_yaml: Path) -> Path:
             raise ValueError(f"{run} has no {f}: is it a finished `tokenzoo train` run?")
     dest = BUNDLED / name
     dest.mkdir(parents=True, exist_ok=True)
-    for f in ("config.json", "model.safetensors"):
-        shutil.copyfile(run / f, dest / f)
+    shutil.copyfile(run / "config.json", dest / "config.json")
+    _half_precision_copy(run / "model.safetensors", dest / "model.safetensors")
     shutil.copyfile(train_yaml, dest / "train.yaml")
     training = json.loads((run / "training.json").read_text())
 

@@ -167,22 +167,28 @@ def load_local_dir(path: Path, **kwargs):
     return model
 
 
-def load_state_strict(model, state: Dict[str, Any], source: str = "checkpoint") -> None:
-    """``load_state_dict`` that reports every missing, unexpected and mis-shaped key."""
-    own = model.state_dict()
+def state_mismatches(own: Dict[str, Any], state: Dict[str, Any], limit: int = 20) -> List[str]:
+    """What keeps ``state`` from loading into a model whose state dict is ``own``: lists of missing, unexpected and
+    mis-shaped keys (at most ``limit`` of each named); empty when every key and shape matches."""
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     shapes = sorted(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
                     for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys ({len(missing)}): {missing[:20]}{' ...' if len(missing) > 20 else ''}")
-        if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {unexpected[:20]}"
-                         f"{' ...' if len(unexpected) > 20 else ''}")
-        if shapes:
-            parts.append(f"shape mismatches ({len(shapes)}): {shapes[:20]}")
+    parts = []
+    if missing:
+        parts.append(f"missing keys ({len(missing)}): {missing[:limit]}{' ...' if len(missing) > limit else ''}")
+    if unexpected:
+        parts.append(f"unexpected keys ({len(unexpected)}): {unexpected[:limit]}"
+                     f"{' ...' if len(unexpected) > limit else ''}")
+    if shapes:
+        parts.append(f"shape mismatches ({len(shapes)}): {shapes[:limit]}")
+    return parts
+
+
+def load_state_strict(model, state: Dict[str, Any], source: str = "checkpoint") -> None:
+    """``load_state_dict`` that reports every missing, unexpected and mis-shaped key."""
+    parts = state_mismatches(model.state_dict(), state)
+    if parts:
         raise ValueError(f"{source} does not match {type(model).__name__}: " + "; ".join(parts))
     model.load_state_dict(state, strict=True)
 

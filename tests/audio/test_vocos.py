@@ -7,12 +7,7 @@ import torch.nn.functional as F
 from audio.vocos import AdaLayerNorm, ConvNeXtBlock, ISTFT, ISTFTHead, VocosBackbone, as_condition_id
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # full CPU forwards: one thread is faster here
 
 
 @pytest.mark.parametrize("n_fft,hop", [(16, 4), (32, 8), (24, 6), (1280, 320)])

@@ -23,14 +23,7 @@ from .toy_tokenizers import ToyImage, ToyImageConfig
 def _empty_torch_home(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tests run full Inception forwards: on a shared 2-core machine one intra-op thread is several times
-    faster than two (no spinning against other processes); the previous setting is restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # full CPU forwards: one thread is faster here
 
 
 class _TinyInception(torch.nn.Module):

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 import zoo
 from zoo import bench
@@ -57,7 +58,14 @@ def test_model_card_metrics_reproduced_by_bench(name, tmp_path):
     held = _held(name)
     modality = _entry(name).modality
     assert held["metrics"] == list(DEMO_METRICS[modality])
-    res = bench.run([name], EXAMPLES / modality, out=tmp_path, metrics=held["metrics"], figures=0, progress=False)
+    # the card's numbers were measured at this intra-op thread count: float reductions (and so a token id whose
+    # two nearest codes are almost equidistant) depend on it
+    before = torch.get_num_threads()
+    torch.set_num_threads(held["torch_threads"])
+    try:
+        res = bench.run([name], EXAMPLES / modality, out=tmp_path, metrics=held["metrics"], figures=0, progress=False)
+    finally:
+        torch.set_num_threads(before)
     got = res["models"][name]
     assert got["items"] == len(held["files"]) and not got["errors"]
     card = (_folder(name) / "README.md").read_text()

@@ -47,6 +47,20 @@ def test_training_lowers_heldout_loss_and_exports_a_loadable_tokenizer(speech, t
     assert summary["samples_per_s"] > 0
 
 
+def test_fit_restores_the_process_wide_deterministic_setting(speech, tmp_path):
+    """Training turns deterministic algorithms on for CPU runs; inference afterwards in the same process must not
+    inherit it (it changes results of some kernels, e.g. the bundled models' card numbers drifted)."""
+    assert not torch.are_deterministic_algorithms_enabled()
+    fit(_recipe(max_steps=2, eval_every=2, checkpoint_every=2), speech, tmp_path / "run", progress=False)
+    assert not torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        fit(_recipe(max_steps=2, eval_every=2, checkpoint_every=2), speech, tmp_path / "run2", progress=False)
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
 def _weights(out):
     from safetensors.torch import load_file
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from contextlib import contextmanager
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
@@ -103,8 +104,21 @@ def _whisper(model_dir):
     key = str(path.resolve())
     if key not in _MODELS:
         _MODELS.clear()
-        _MODELS[key] = fw.WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=1)
+        with _torch_threads_kept():
+            _MODELS[key] = fw.WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=1)
     return _MODELS[key]
+
+
+@contextmanager
+def _torch_threads_kept():
+    """CTranslate2 shares the OpenMP runtime with torch: ``cpu_threads=1`` also sets torch's intra-op thread count
+    to 1 for the rest of the process (which changes the float results of later torch work). Restore it."""
+    before = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def transcribe(audio, sample_rate: int, model_dir: Union[None, str, Path] = None,
@@ -117,6 +131,11 @@ def transcribe(audio, sample_rate: int, model_dir: Union[None, str, Path] = None
     x = audio[None] if isinstance(audio, torch.Tensor) and audio.ndim == 1 else audio
     x = check_tensor("audio", x, ndim=(2,), floating=True, shape_hint="[B, T] mono waveforms")
     model = _whisper(model_dir)
+    with _torch_threads_kept():
+        return _transcribe_items(model, x, int(sample_rate), language)
+
+
+def _transcribe_items(model, x: torch.Tensor, sample_rate: int, language: Optional[str]) -> List[str]:
     out = []
     for item in x.detach().to("cpu", torch.float32).numpy():
         if int(sample_rate) != ASR_SAMPLE_RATE:

@@ -43,6 +43,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..registry import state_mismatches
 from ..validation import check_tensor
 
 FID_WEIGHTS_TORCH_FIDELITY = "weights-inception-2015-12-05-6726825d.pth"
@@ -331,19 +332,8 @@ def load_fid_inception(weights, preprocess: Optional[str] = None,
     with torch.device("meta"):
         model = FIDInceptionV3(preprocess=preprocess, with_fc=with_fc)
     own = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                    for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys ({len(missing)}): {missing[:12]}{' ...' if len(missing) > 12 else ''}")
-        if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {unexpected[:12]}"
-                         f"{' ...' if len(unexpected) > 12 else ''}")
-        if shapes:
-            parts.append(f"shape mismatches ({len(shapes)}): {shapes[:12]}")
+    parts = state_mismatches(own, state, limit=12)
+    if parts:
         raise ValueError(f"{source} is not an FID Inception-v3 state dict "
                          f"({FID_WEIGHTS_TORCH_FIDELITY} / {FID_WEIGHTS_PYTORCH_FID} layout): " + "; ".join(parts))
     for k, v in state.items():

@@ -220,6 +220,20 @@ def latest_checkpoint(out: Path) -> Optional[Path]:
 
 def fit(recipe: Recipe, data, out, *, resume: bool = False, init=None, eval_data=None,
         progress: bool = True, stop_after: Optional[int] = None) -> Dict[str, Any]:
+    """Train ``recipe`` on ``data`` into ``out`` (see ``_fit``). Process-wide torch settings that training needs
+    (deterministic algorithms on CPU) are restored when it returns, so that inference run afterwards in the same
+    process computes exactly as it would without the training run."""
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        return _fit(recipe, data, out, resume=resume, init=init, eval_data=eval_data, progress=progress,
+                    stop_after=stop_after)
+    finally:
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+
+
+def _fit(recipe: Recipe, data, out, *, resume: bool = False, init=None, eval_data=None,
+         progress: bool = True, stop_after: Optional[int] = None) -> Dict[str, Any]:
     """Train ``recipe`` on ``data`` (folder(s) / tar shards) into ``out``; returns a summary.
 
     ``init``: a registry name, folder or Tokenizer to warm-start from. ``eval_data``: held-out folder (else

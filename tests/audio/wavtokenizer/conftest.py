@@ -8,9 +8,7 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread):
+    """Every WavTokenizer test runs with one intra-op thread (tests/conftest.py ``one_thread``)."""
     yield
-    torch.set_num_threads(before)

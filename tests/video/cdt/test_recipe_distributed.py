@@ -32,14 +32,7 @@ def make_recipe(name: str, batch_size: int, max_steps: int, checkpoint_every: in
     return CDTFSQRecipe(cfg, train)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions: a second intra-op thread only adds contention on the shared 2-core machine (measured
-    ~30x slower with 2 threads under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # full CPU forwards: one thread is faster here
 
 
 @pytest.fixture

