@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from zoo.config import ConfigBase
 from zoo.train import DataConfig, Recipe, register_recipe
+from zoo.train.distributed import average_gradients, item_generators, per_item, step_generator
 
 from .config import TaDiCodecConfig
 from .model import TaDiCodec
@@ -78,10 +79,16 @@ def inverse_sqrt_factor(step: int, warmup: int) -> float:
 
 
 def flow_matching_losses(core: TaDiCodec, mel: torch.Tensor, generator: Optional[torch.Generator] = None,
-                         text_ids: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+                         text_ids: Optional[torch.Tensor] = None,
+                         generators: Optional[Sequence[torch.Generator]] = None) -> Dict[str, torch.Tensor]:
     """The reference's training losses on normalised mels ``[B, T, mels]`` (see the module docstring).
 
-    Returns ``diff_loss`` (flow L1), ``vq_loss`` (BSQ regulariser, 0 in eval mode) and ``ids``.
+    ``generators`` (one per item, :func:`zoo.train.item_generators`): the per-item draws (flow time, noise, prompt
+    length) come from them, so they do not depend on how a batch is split over processes; the per-batch decisions
+    (drop the prompt, drop the condition) then come from ``generator``, which must be the same on every process
+    (:func:`zoo.train.step_generator`). Without ``generators`` everything is drawn from ``generator``.
+    Returns ``diff_loss`` (flow L1 averaged over the target frames), its numerator ``diff_sum`` and denominator
+    ``target_frames``, ``vq_loss`` (BSQ regulariser, 0 in eval mode) and ``ids``.
     """
     c = core.config
     B, T, _ = mel.shape
@@ -90,6 +97,14 @@ def flow_matching_losses(core: TaDiCodec, mel: torch.Tensor, generator: Optional
     def rand(*shape):
         return torch.rand(shape, generator=generator, device="cpu" if generator is not None else dev).to(dev)
 
+    if generators is not None and len(generators) != B:
+        raise ValueError(f"{len(generators)} generators for a batch of {B}")
+
+    def rand_items() -> torch.Tensor:  # [B] uniform, one draw per item
+        if generators is None:
+            return rand(B)
+        return per_item(generators, lambda g: torch.rand((), generator=g)).to(dev)
+
     h = core.encoder(mel)
     down = F.interpolate(h.transpose(1, 2), size=T // c.down_sample_factor, mode="linear").transpose(1, 2)
     latent = F.normalize(core.vq_in_linear(down), dim=-1)
@@ -97,11 +112,14 @@ def flow_matching_losses(core: TaDiCodec, mel: torch.Tensor, generator: Optional
     post = core.vq_out_linear(q.quantized)
     cond = F.interpolate(post.transpose(1, 2), size=T, mode="linear").transpose(1, 2)
 
-    t = rand(B).clamp(1e-5, 1.0)
-    z = torch.randn(mel.shape, generator=generator, device="cpu" if generator is not None else dev).to(dev)
+    t = rand_items().clamp(1e-5, 1.0)
+    if generators is None:
+        z = torch.randn(mel.shape, generator=generator, device="cpu" if generator is not None else dev).to(dev)
+    else:
+        z = per_item(generators, lambda g: torch.randn(mel.shape[1:], generator=g)).to(dev)
     if float(rand(1)) > c.context_drop_p:
         lo, hi = min(T // 4, 5), int(T * 0.4)
-        prompt_len = (lo + (rand(B) * max(hi - lo, 1)).long()).clamp(max=max(hi - 1, lo))
+        prompt_len = (lo + (rand_items() * max(hi - lo, 1)).long()).clamp(max=max(hi - 1, lo))
     else:
         prompt_len = torch.zeros(B, dtype=torch.long, device=dev)
     target = (torch.arange(T, device=dev)[None] >= prompt_len[:, None]).float()[..., None]  # 1 = target frame
@@ -112,9 +130,11 @@ def flow_matching_losses(core: TaDiCodec, mel: torch.Tensor, generator: Optional
     text = core.text_emb(text_ids) if (c.use_text_cond and text_ids is not None) else None
     flow = core.decoder(xt, cond=cond, t=t, text=text)
     flow_gt = mel - (1 - c.sigma) * z
-    diff = (F.l1_loss(flow, flow_gt, reduction="none").float() * target).mean(dim=2).sum() / target.sum().clamp(min=1)
-    vq = sum(q.losses.values()) if q.losses else diff.new_zeros(())
-    return {"diff_loss": diff, "vq_loss": vq, "ids": q.ids}
+    diff_sum = (F.l1_loss(flow, flow_gt, reduction="none").float() * target).mean(dim=2).sum()
+    frames = target.sum()
+    vq = sum(q.losses.values()) if q.losses else diff_sum.new_zeros(())
+    return {"diff_loss": diff_sum / frames.clamp(min=1), "diff_sum": diff_sum, "target_frames": frames.detach(),
+            "vq_loss": vq, "ids": q.ids}
 
 
 @register_recipe("tadicodec")
@@ -144,10 +164,21 @@ class TaDiCodecRecipe(Recipe):
         wav = batch["x"].float().reshape(batch["x"].shape[0], -1)
         with torch.no_grad():
             mel = core.mel(wav)
-        g = torch.Generator().manual_seed(self.train.seed * 1_000_003 + ctx.step)
-        out = flow_matching_losses(core, mel, g)
-        loss = out["diff_loss"] + self.config.vq_loss_weight * out["vq_loss"]
+        # per-item draws from per-item generators, per-batch decisions from the step's generator (the same on
+        # every process): see zoo.train.distributed
+        out = flow_matching_losses(core, mel, step_generator(self.train.seed, ctx.step),
+                                   generators=item_generators(self.train.seed, ctx.step, batch["index"]))
+        diff = out["diff_loss"]
+        acc = ctx.accelerator
+        if acc.num_processes > 1:
+            # the flow loss is averaged over the target frames of the GLOBAL batch (prompts differ in length, so
+            # per-process averages weighted equally would weight frames differently than one process does); the
+            # mean over processes that average_gradients takes then equals the one-process gradient
+            frames = acc.reduce(out["target_frames"].reshape(1).clone(), reduction="sum")[0]
+            diff = out["diff_sum"] * acc.num_processes / frames.clamp(min=1)
+        loss = diff + self.config.vq_loss_weight * out["vq_loss"]
         ctx.backward(loss)
+        average_gradients(ctx, "model")  # the loss ran on the unwrapped model, not through DDP's forward
         ctx.optimizer_step("model")
         used = torch.unique(out["ids"].detach()).numel() / core.config.codebook_size
         return {"loss": loss.detach(), "diff_loss": float(out["diff_loss"].detach()),

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,7 @@ from torch import nn
 
 from zoo.config import ConfigBase
 from zoo.train import DataConfig, Recipe, register_recipe
+from zoo.train.distributed import average_gradients, item_generators, per_item
 
 from .config import FlexTokConfig, official_config
 from .model import FlexTok, FlexTransformer, SequenceUnpacker, _get
@@ -214,12 +215,13 @@ def _repa_projector(dim_in: int, hidden: int, dim_out: int) -> nn.Module:
 
 
 def flow_matching_loss(model: FlexTok, images: torch.Tensor, keep_k: torch.Tensor, null: torch.Tensor,
-                       generator: Optional[torch.Generator] = None, sigma: Optional[torch.Tensor] = None
-                       ) -> Dict[str, Any]:
+                       generator: Optional[torch.Generator] = None, sigma: Optional[torch.Tensor] = None,
+                       generators: Optional[Sequence[torch.Generator]] = None) -> Dict[str, Any]:
     """Rectified-flow loss of ``model`` on ``images`` ``[B, 3, H, W]`` in [-1, 1].
 
     keep_k ``[B]``: registers kept per image; null ``[B]`` bool: null-condition images; sigma ``[B]``: noise levels
-    (None = ``sigmoid(N(0, 1))``). Returns ``loss`` (MSE to ``eps - x0``), ``ids`` ``[B, n]``, ``repa_feats``
+    (None = ``sigmoid(N(0, 1))``). Noise is drawn from ``generators`` (one per image, see
+    :func:`zoo.train.item_generators`; batch-split invariant) when given, else from ``generator``. Returns ``loss`` (MSE to ``eps - x0``), ``ids`` ``[B, n]``, ``repa_feats``
     (decoder intermediate patch features ``[B, h, w, D]`` or None) and ``x0``.
     """
     if not isinstance(model, FlexTok):
@@ -234,9 +236,16 @@ def flow_matching_loss(model: FlexTok, images: torch.Tensor, keep_k: torch.Tenso
     d = model.encoder({model.keys["latents"]: x0})
     z = _get(d, model.keys["enc_latents"], "regularizer")
     q = model.regularizer(z)
-    if sigma is None:
-        sigma = torch.sigmoid(torch.randn(b, generator=generator)).to(dev)
-    eps = torch.randn(x0.shape, generator=generator).to(dev, x0.dtype)
+    if generators is not None:
+        if len(generators) != b:
+            raise ValueError(f"{len(generators)} generators for a batch of {b} images")
+        if sigma is None:
+            sigma = torch.sigmoid(per_item(generators, lambda g: torch.randn((), generator=g))).to(dev)
+        eps = per_item(generators, lambda g: torch.randn(x0.shape[1:], generator=g)).to(dev, x0.dtype)
+    else:
+        if sigma is None:
+            sigma = torch.sigmoid(torch.randn(b, generator=generator)).to(dev)
+        eps = torch.randn(x0.shape, generator=generator).to(dev, x0.dtype)
     s = sigma.to(dev, x0.dtype).view(b, 1, 1, 1)
     x_t = s * eps + (1 - s) * x0
     dd = {model.keys["dec_quants"]: q.quantized, model.keys["keep_k"]: keep_k.to(dev),
@@ -248,7 +257,8 @@ def flow_matching_loss(model: FlexTok, images: torch.Tensor, keep_k: torch.Tenso
     feats = None
     inter = [m for _, m in model.decoder.of_type(FlexTransformer) if m.inter_key is not None]
     unpackers = [m for _, m in model.decoder.of_type(SequenceUnpacker)]
-    if inter and unpackers and inter[0].inter_key in dd:
+    # the intermediate layer exists only when the decoder is deeper than its index (else the trunk stores [])
+    if inter and unpackers and isinstance(dd.get(inter[0].inter_key), torch.Tensor):
         up = unpackers[0]
         tmp = {up.read_key: dd[inter[0].inter_key], up.inner_key: dd[up.inner_key], up.outer_key: dd[up.outer_key]}
         feats = up(tmp)[up.write_keys[0]]
@@ -325,8 +335,11 @@ class FlexTokRecipe(Recipe):
         return DataConfig("image", image_size=self.config.model.image_size, seed=self.train.seed)
 
     def _repa_loss(self, ctx, feats: Optional[torch.Tensor], images01: torch.Tensor) -> Optional[torch.Tensor]:
-        if "repa_proj" not in ctx.modules or feats is None:
+        if "repa_proj" not in ctx.modules:
             return None
+        if feats is None:
+            raise ValueError("REPA is on but the decoder wrote no intermediate-layer features (its depth must exceed "
+                             "the trunk's intermediate_layers index)")
         target = self._repa_target.to(images01.device)(images01)  # [B, g, g, Dt]
         pred = ctx.modules["repa_proj"](feats)  # [B, h, w, Dt]
         if pred.shape[1:3] != target.shape[1:3]:  # match the target grid to the decoder's patch grid
@@ -338,10 +351,12 @@ class FlexTokRecipe(Recipe):
         model: FlexTok = ctx.unwrap()
         images01 = batch["x"].float()
         b = images01.shape[0]
-        g = torch.Generator().manual_seed(self.train.seed * 1_000_003 + ctx.step)
-        keep = sample_keep_k(model.n_max, b, self.config.keep_k_mode, g)
-        null = torch.rand(b, generator=g) < self.config.null_prob
-        out = flow_matching_loss(model, images01 * 2 - 1, keep, null, g)
+        # every random number is drawn per image from its own generator (seed, step, dataset index), in the order
+        # keep_k, null flag, noise level, noise: N processes draw what one process with the whole batch draws
+        gens = item_generators(self.train.seed, ctx.step, batch["index"])
+        keep = torch.cat([sample_keep_k(model.n_max, 1, self.config.keep_k_mode, g) for g in gens])
+        null = torch.cat([torch.rand(1, generator=g) for g in gens]) < self.config.null_prob
+        out = flow_matching_loss(model, images01 * 2 - 1, keep, null, generators=gens)
         loss = out["loss"]
         logs = {"flow_loss": float(out["loss"].detach())}
         repa = self._repa_loss(ctx, out["repa_feats"], images01)
@@ -349,6 +364,10 @@ class FlexTokRecipe(Recipe):
             loss = loss + self.config.repa_weight * repa
             logs["repa_loss"] = float(repa.detach())
         ctx.backward(loss)
+        # the loss ran on the unwrapped model (its pieces, not a DDP forward): average over processes here
+        average_gradients(ctx, "model")
+        if "repa_proj" in ctx.modules:
+            average_gradients(ctx, "repa_proj")
         ctx.optimizer_step("model")
         used = torch.unique(out["ids"].detach()).numel() / model.config.codebook_size
         return {"loss": loss.detach(), **logs, "utilization": used}

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from zoo.config import ConfigBase
 from zoo.train import DataConfig, Recipe, register_recipe
+from zoo.train.distributed import average_gradients, item_generators, per_item
 
 from .config import CDTConfig
 from .fsq import CDTFSQConfig, CDTFSQTokenizer
@@ -110,48 +111,6 @@ def diffusion_inputs(x0: torch.Tensor, alphas_cumprod: torch.Tensor, generator: 
     return x_t, (t.float() / n).reshape(b, 1), t
 
 
-def item_generators(seed: int, step: int, index: torch.Tensor) -> List[torch.Generator]:
-    """One CPU generator per item of a training batch, seeded by ``(seed, step, dataset index)``.
-
-    Every random number of a training step (posterior sample, timestep, diffusion noise) is drawn per item from
-    its own generator, so an item's draws do not depend on which process holds it nor on its place in the batch:
-    two processes with half the batch each compute exactly the terms of one process with the whole batch (a
-    draw from the global RNG would repeat the same numbers on every process), and a resumed run redraws them.
-    """
-    return [torch.Generator().manual_seed((int(seed) * 1_000_003 + int(step)) * 1_000_003 + int(i))
-            for i in index.reshape(-1).tolist()]
-
-
-def _per_item(gens: Sequence[torch.Generator], fn) -> torch.Tensor:
-    return torch.stack([fn(g) for g in gens])
-
-
-def average_gradients(ctx, name: str = "model") -> None:
-    """Average the gradients of module ``name`` over the processes (no-op with one process).
-
-    The CDT losses run the unwrapped model's pieces (encoder, context decoder, U-Net), not a ``forward`` through
-    the DDP wrapper, so DDP's gradient hooks are never armed and each process would otherwise step on its own
-    half-batch gradient. One flat all-reduce per optimiser step, only when gradients are due to sync (the last
-    micro-step of an accumulation). Averaging gradients that DDP had already averaged would leave them unchanged.
-    """
-    acc = ctx.accelerator
-    if acc.num_processes == 1 or not acc.sync_gradients:
-        return
-    import torch.distributed as dist
-
-    params = [p for p in ctx.unwrap(name).parameters() if p.requires_grad]
-    if not params:
-        return
-    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    flat /= acc.num_processes
-    start = 0
-    for p in params:
-        n = p.numel()
-        p.grad = flat[start:start + n].view_as(p).clone()
-        start += n
-
-
 @register_recipe("cdt")
 class CDTRecipe(Recipe):
     config_class = CDTRecipeConfig
@@ -218,7 +177,7 @@ class CDTRecipe(Recipe):
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).flatten(1).sum(1).mean()
         if sample:
             if generators is not None:
-                eps = _per_item(generators, lambda g: torch.randn(mean.shape[1:], generator=g, dtype=torch.float32))
+                eps = per_item(generators, lambda g: torch.randn(mean.shape[1:], generator=g, dtype=torch.float32))
             else:
                 eps = torch.randn(mean.shape, generator=generator, dtype=torch.float32)
             eps = eps.to(mean)
@@ -237,7 +196,7 @@ class CDTRecipe(Recipe):
         if generators is not None:  # after the posterior sample's draw, in the same order on every item
             n = int(self._ac.shape[0])
             t = torch.cat([torch.randint(0, n, (1,), generator=g) for g in generators])
-            eps = _per_item(generators, lambda g: torch.randn(x0.shape[1:], generator=g, dtype=torch.float32))
+            eps = per_item(generators, lambda g: torch.randn(x0.shape[1:], generator=g, dtype=torch.float32))
         context = core.net.autoencoder.decode_context(z)
         x_t, t_in, _ = diffusion_inputs(x0, self._ac, generator, t=t, eps=eps)
         x0_hat = core.net.unet(x_t, t_in, context)

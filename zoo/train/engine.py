@@ -19,6 +19,7 @@ Checkpoints are read with ``torch.load(weights_only=True)``: nothing pickled is 
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -249,8 +250,11 @@ def _fit(recipe: Recipe, data, out, *, resume: bool = False, init=None, eval_dat
     out.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out / "checkpoints"
     use_cpu = tc.cpu or not torch.cuda.is_available()
+    # step_scheduler_with_optimizer=False: schedules count optimizer steps (max_steps, warm-up) whatever the number
+    # of processes; accelerate's default would step every scheduler once per process per step, so a 2-process
+    # run would go through its warm-up and decay twice as fast as the same global batch on one process
     accelerator = Accelerator(cpu=use_cpu, mixed_precision=tc.mixed_precision if not use_cpu else "no",
-                              gradient_accumulation_steps=tc.grad_accum,
+                              gradient_accumulation_steps=tc.grad_accum, step_scheduler_with_optimizer=False,
                               dataloader_config=DataLoaderConfiguration(split_batches=False, even_batches=True))
     torch.manual_seed(tc.seed)
     if use_cpu:
@@ -309,6 +313,7 @@ def _fit(recipe: Recipe, data, out, *, resume: bool = False, init=None, eval_dat
     ctx = StepContext(accelerator, modules, optimizers, schedulers, tc)
 
     step, epoch, batch_in_epoch = 0, 0, 0
+    pending_rng: Optional[Dict[str, Any]] = None
     if resume:
         path = latest_checkpoint(out)
         if path is None:
@@ -326,7 +331,8 @@ def _fit(recipe: Recipe, data, out, *, resume: bool = False, init=None, eval_dat
             step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
             rng_file = path / f"rng-{accelerator.process_index}.pt"
             if rng_file.is_file():
-                _set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=True))
+                # applied once the resumed epoch's data iterator exists (see the loop)
+                pending_rng = torch.load(rng_file, map_location="cpu", weights_only=True)
             accelerator.print(f"resumed from {path.name} at step {step}")
 
     metrics_file = out / "metrics.jsonl"
@@ -411,7 +417,17 @@ def _fit(recipe: Recipe, data, out, *, resume: bool = False, init=None, eval_dat
             while step < tc.max_steps:
                 loader.set_epoch(epoch)
                 train_ds.set_epoch(epoch)
-                it = accelerator.skip_first_batches(loader, batch_in_epoch) if batch_in_epoch else loader
+                it = iter(accelerator.skip_first_batches(loader, batch_in_epoch) if batch_in_epoch else loader)
+                if pending_rng is not None:
+                    # starting a DataLoader iterator draws its base seed from the global RNG (accelerate's loader
+                    # does it at the first batch): the uninterrupted run drew it at the start of this epoch, before
+                    # the checkpoint saved the RNG, so the saved state is restored only after the first batch is
+                    # fetched (restoring it before would shift every later draw -- dropout, k-means and dead-code
+                    # sampling -- by one). Fetching data draws nothing from the global RNG (seeded per item).
+                    first = next(it, None)
+                    _set_rng_state(pending_rng)
+                    pending_rng = None
+                    it = itertools.chain([first] if first is not None else [], it)
                 for batch in it:
                     batch_in_epoch += 1
                     skipped_total += int(batch.get("skipped", 0))
