@@ -33,7 +33,11 @@ ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = ROOT / "hub_configs" / "bundled"
 # data folder (under --data-root) and how many copies each file gets (batches need at least `batch` files)
 DATA = {"wavtokenizer": "audio/speech", "tadicodec": "audio/speech", "titok": "image/256", "flextok": "image/256",
-        "cdt": "video", "cdt-fsq": "video", "tfm": "eeg"}
+        "cdt": "video", "cdt-fsq": "video", "tfm": "eeg", "tfm-mtp": "eeg", "tfm-classifier": "eeg"}
+# the TFM-Encoder stages need a frozen TFM tokenizer: tiny = the bundled one; paper = the released architecture
+# (8192 codes) with random weights, written to the run's temporary folder (speed does not depend on the weights)
+TFM_ENCODER = ("tfm-mtp", "tfm-classifier")
+PAPER_TOKENIZER = "<paper-size random TFM tokenizer>"
 TINY_YAML = {"wavtokenizer": "wavtokenizer-speech-75", "titok": "titok-tiny-64", "cdt-fsq": "cdt-fsq-tiny-32",
              "tfm": "tfm-tuev-tiny"}
 
@@ -68,11 +72,32 @@ def tiny_config(recipe: str) -> Dict[str, Any]:
         return {"train": {"batch_size": 2}, "recipe": {"model": model, "segment_seconds": 0.64, "warmup_steps": 1}}
     if recipe == "flextok":
         return {"train": {"batch_size": 2}, "recipe": {"model": _flextok_tiny_model()}}
+    if recipe in TFM_ENCODER:  # the TFM-Encoder of tests/eeg/tfm on the bundled tfm-tuev-tiny tokenizer
+        tok = yaml.safe_load((BUNDLED / TINY_YAML["tfm"] / "train.yaml").read_text())["recipe"]["model"]
+        k = int(tok["codebook_size"])
+        model = dict(emb_size=int(tok["emb_size"]), codebook_size=k, num_heads=2, depth=1,
+                     n_classes=k if recipe == "tfm-mtp" else 6)
+        return {"train": {"batch_size": 5}, "recipe": {"tokenizer": "tokenzoo/tfm-tuev-tiny", "model": model,
+                                                       "window_seconds": 2.0}}
     raise ValueError(f"no tiny configuration for recipe {recipe!r}")
 
 
 def paper_config(recipe: str, batch: int) -> Dict[str, Any]:
+    if recipe in TFM_ENCODER:  # the released 64x4 encoder (defaults) on a release-size tokenizer
+        n = {} if recipe == "tfm-classifier" else {"n_classes": 8192}
+        return {"train": {"batch_size": batch}, "recipe": {"tokenizer": PAPER_TOKENIZER, "model": n}}
     return {"train": {"batch_size": batch}, "recipe": {}}
+
+
+def _paper_tokenizer(tmp: Path) -> str:
+    from eeg.tfm import TFMConfig, TFMTokenizer
+
+    import torch
+
+    torch.manual_seed(0)
+    folder = tmp / "paper-tfm-tokenizer"
+    TFMTokenizer(TFMConfig()).save_pretrained(folder)
+    return str(folder)
 
 
 def _data_folder(root: Path, recipe: str, batch: int, tmp: Path) -> Path:
@@ -120,6 +145,8 @@ def bench_one(recipe: str, which: str, steps: int, data_root: Path, paper_batch:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data = _data_folder(data_root, recipe, batch, tmp)
+        if cfg["recipe"].get("tokenizer") == PAPER_TOKENIZER:
+            cfg["recipe"]["tokenizer"] = _paper_tokenizer(tmp)
         train = {**cfg["train"], "max_steps": 1, "log_every": 1, "eval_every": 10 ** 9, "checkpoint_every": 10 ** 9,
                  "holdout_files": 0, "utilization_warning": 0.0, "num_workers": 0, "seed": 0}
         out = tmp / "run"

@@ -367,9 +367,17 @@ class TFMClassifier(nn.Module):
         x = torch.cat([self.cls_token.expand(B, -1, -1).to(x.dtype), x], dim=1)
         return self.transformer(x)
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        """Raw forward on ids ``[B, C, nT]`` (all of the same length) -> logits ``[B, n_classes]``."""
-        return self.head(self._transform(ids)[:, 0])
+    def forward(self, ids: torch.Tensor, per_token: bool = False) -> torch.Tensor:
+        """Raw forward on ids ``[B, C, nT]`` (all of the same length, mask id allowed) -> logits ``[B, n_classes]``
+        from the CLS position, or with ``per_token`` the logits of every token ``[B, C * nT, n_classes]``
+        (channel-major). Runs in the module's current mode (training: dropout on); for inference use
+        :meth:`classify` / :meth:`masked_prediction`."""
+        h = self._transform(ids)
+        return self.head(h[:, 1:]) if per_token else self.head(h[:, 0])
+
+    def token_logits(self, ids: torch.Tensor) -> torch.Tensor:
+        """``forward(ids, per_token=True)``: per-token logits ``[B, C * nT, n_classes]`` (training-friendly)."""
+        return self.forward(ids, per_token=True)
 
     def _run(self, tokens, fn) -> List[torch.Tensor]:
         tokens = self._check(tokens)

@@ -37,6 +37,7 @@ class DataConfig:
     window_samples: Optional[int] = None  # EEG window length
     frames: Optional[int] = None  # video: frames per clip (spatial size: image_size)
     seed: int = 0
+    labels: bool = False  # EEG: every example also carries its integer class ``label`` (the .npz ``label`` key)
 
 
 class FolderDataset(torch.utils.data.Dataset):
@@ -54,6 +55,8 @@ class FolderDataset(torch.utils.data.Dataset):
             raise ValueError("video training data needs frames and image_size")
         if config.modality == "eeg" and not config.window_samples:
             raise ValueError("EEG training data needs window_samples")
+        if config.labels and config.modality != "eeg":
+            raise ValueError(f"labelled training data is supported for EEG windows, not {config.modality!r}")
         self.sources = sources if sources is not None else list_sources(data, config.modality)
         if not self.sources:
             raise ValueError(f"no {config.modality} files under {data}")
@@ -72,14 +75,20 @@ class FolderDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         src = self.sources[index]
         try:
-            return {"x": self._example(src, self._generator(index)), "index": index}
+            return {**self._example(src, self._generator(index)), "index": index}
         except Exception as exc:  # noqa: BLE001 - bad files are skipped, never fatal
             if src.name not in self._warned:
                 log.warning("skipping unreadable training file %s: %s", src.name, exc)
                 self._warned.add(src.name)
             return None
 
-    def _example(self, src: Source, g: torch.Generator) -> torch.Tensor:
+    def _example(self, src: Source, g: torch.Generator) -> Dict[str, Any]:
+        if self.config.labels:
+            x, label = self._tensor(src, g, with_label=True)
+            return {"x": x, "label": label}
+        return {"x": self._tensor(src, g)}
+
+    def _tensor(self, src: Source, g: torch.Generator, with_label: bool = False):
         c = self.config
         if c.modality == "audio":
             wav = _read_source(src, "audio", c.sample_rate).data[0]
@@ -130,6 +139,13 @@ class FolderDataset(torch.utils.data.Dataset):
             if x.shape[-1] < n:
                 raise ValueError(f"{x.shape[-1]} samples, shorter than the {n}-sample window")
             start = int(torch.randint(0, x.shape[-1] - n + 1, (1,), generator=g))
+            if with_label:
+                label = loaded.extra.get("label")
+                if label is None:
+                    raise ValueError("no integer 'label' in the file (labelled training data)")
+                if int(label) < 0:
+                    raise ValueError(f"label {label} is negative")
+                return x[:, start: start + n], int(label)
             return x[:, start: start + n]
         raise ValueError(f"unsupported modality {c.modality!r}")
 
@@ -141,6 +157,8 @@ def collate_skip(batch: Sequence[Optional[Dict[str, Any]]]) -> Dict[str, Any]:
     if good:
         out["x"] = torch.stack([b["x"] for b in good])
         out["index"] = torch.tensor([b["index"] for b in good])
+        if "label" in good[0]:
+            out["label"] = torch.tensor([b["label"] for b in good], dtype=torch.long)
     return out
 
 

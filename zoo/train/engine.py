@@ -110,8 +110,17 @@ class Recipe:
         raise NotImplementedError
 
     def evaluate(self, ctx: "StepContext", batch: Dict[str, Any]) -> Dict[str, float]:
-        """Held-out losses; must include ``recon_loss``. Runs under ``torch.no_grad``."""
+        """Held-out losses of one batch (tokenizer recipes report ``recon_loss``). Runs under ``torch.no_grad``."""
         raise NotImplementedError
+
+    def evaluate_set(self, ctx: "StepContext", batches: List[Dict[str, Any]]) -> Dict[str, float]:
+        """Held-out numbers over all evaluation batches: the mean of :meth:`evaluate` by default. Override for
+        metrics that do not average over batches (balanced accuracy, Cohen's kappa)."""
+        totals: Dict[str, float] = {}
+        for b in batches:
+            for k, v in self.evaluate(ctx, b).items():
+                totals[k] = totals.get(k, 0.0) + float(v) / len(batches)
+        return totals
 
     # -- optional
     def warm_start(self, model: nn.Module, pretrained: nn.Module) -> None:
@@ -360,11 +369,9 @@ def _fit(recipe: Recipe, data, out, *, resume: bool = False, init=None, eval_dat
             return {}
         for m in modules.values():
             m.eval()
-        totals: Dict[str, float] = {}
         with torch.no_grad():
-            for b in eval_batches:
-                for k, v in recipe.evaluate(ctx, {**b, "x": b["x"].to(accelerator.device)}).items():
-                    totals[k] = totals.get(k, 0.0) + float(v) / len(eval_batches)
+            totals = {k: float(v) for k, v in recipe.evaluate_set(
+                ctx, [{**b, "x": b["x"].to(accelerator.device)} for b in eval_batches]).items()}
         for m in modules.values():
             m.train()
         return totals

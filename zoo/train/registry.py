@@ -27,6 +27,8 @@ RECIPE_MODULES: Dict[str, str] = {
     "cdt": "video.cdt.recipe",
     "cdt-fsq": "video.cdt.recipe",
     "tfm": "eeg.tfm.recipe",
+    "tfm-mtp": "eeg.tfm.downstream",
+    "tfm-classifier": "eeg.tfm.downstream",
 }
 _RECIPES: Dict[str, Type[Recipe]] = {}
 
