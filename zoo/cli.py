@@ -324,10 +324,25 @@ def cmd_bench(args) -> int:
     data = Path(args.data)
     if not data.is_dir():
         raise UsageError(f"--data {args.data}: no such folder")
-    results = bench.run(args.names, data, out=args.out, metrics=args.metrics or None, limit=args.limit,
-                        batch_size=args.batch_size, device=args.device or "cpu", progress=not args.quiet,
-                        decode_kwargs=_parse_options(args.option), seed=args.seed,
-                        transcripts=args.transcripts)
+    extractors = {}
+    for item in args.extractor or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise UsageError(f"--extractor {item!r}: expected METRIC=PATH (e.g. rfid=pt_inception-2015-12-05.pth)")
+        if key in extractors:
+            raise UsageError(f"--extractor {key} given twice")
+        if not Path(value).expanduser().exists():
+            raise UsageError(f"--extractor {key}={value}: no such file")
+        extractors[key] = str(Path(value).expanduser())
+    try:
+        results = bench.run(args.names, data, out=args.out, metrics=args.metrics or None, limit=args.limit,
+                            batch_size=args.batch_size, device=args.device or "cpu", progress=not args.quiet,
+                            decode_kwargs=_parse_options(args.option), seed=args.seed,
+                            transcripts=args.transcripts, extractors=extractors or None)
+    except ValueError as exc:
+        if "extractors has unknown metrics" in str(exc):
+            raise UsageError(f"--extractor: {exc}") from exc
+        raise
     print(bench.markdown_table(results))
     print(f"report: {Path(args.out) / 'report.html'}")
     return 0
@@ -416,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--option", action="append", metavar="KEY=VALUE", help="keyword argument for decode")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--transcripts", help="JSON or TSV of file name -> transcript (text-aware codecs such as TaDiCodec)")
+    p.add_argument("--extractor", action="append", metavar="METRIC=PATH",
+                   help="weights file of a metric's feature network, e.g. rfid=pt_inception-2015-12-05.pth, "
+                        "fvd=i3d_torchscript.pt (repeatable; see docs/benchmark.md)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_bench)
 

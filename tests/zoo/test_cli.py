@@ -268,3 +268,31 @@ def test_delegated_command_mechanism(tmp_path, monkeypatch, capsys):
     assert main(["train", "--n", "x"]) == 2 and "invalid int value" in capsys.readouterr().err
     monkeypatch.setitem(cli.DELEGATED, "train", ("bare_cmd_module", "bare"))
     assert main(["train"]) == 2 and "is not available in this version" in capsys.readouterr().err
+
+
+def test_bench_extractor_option(models, tmp_path, capsys, monkeypatch):
+    from zoo import bench
+
+    data = tmp_path / "data"
+    data.mkdir()
+    _stereo_wav(data / "s0.wav", sr=24000, n=2400)
+    weights = tmp_path / "pt_inception.pth"
+    weights.write_bytes(b"x")
+    base = ["bench", models["audio"], "--data", str(data), "--out", str(tmp_path / "rep"), "-q"]
+    assert main(base + ["--extractor", "rfid"]) == 2 and "expected METRIC=PATH" in capsys.readouterr().err
+    assert main(base + ["--extractor", f"rfid={tmp_path / 'none.pth'}"]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(base + ["--extractor", f"rfid={weights}", "--extractor", f"rfid={weights}"]) == 2
+    assert "given twice" in capsys.readouterr().err
+    assert main(base + ["--extractor", f"nope={weights}"]) == 2
+    assert "unknown metrics ['nope']" in capsys.readouterr().err
+    seen = {}
+
+    def fake_run(*args, **kwargs):
+        seen.update(kwargs)
+        return {"models": {}, "modality": "audio"}
+
+    monkeypatch.setattr(bench, "run", fake_run)
+    monkeypatch.setattr(bench, "markdown_table", lambda results: "table")
+    assert main(base + ["--extractor", f"rfid={weights}"]) == 0
+    assert seen["extractors"] == {"rfid": str(weights)}
