@@ -32,7 +32,7 @@ from typing import Any, Dict, List, Optional
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = ROOT / "hub_configs" / "bundled"
 # data folder (under --data-root) and how many copies each file gets (batches need at least `batch` files)
-DATA = {"wavtokenizer": "audio/speech", "tadicodec": "audio/speech", "titok": "image/256", "flextok": "image/256",
+DATA = {"wavtokenizer": "audio/speech", "tadicodec": "audio/speech", "tadicodec-vocoder": "audio/speech", "titok": "image/256", "flextok": "image/256",
         "cdt": "video", "cdt-fsq": "video", "tfm": "eeg", "tfm-mtp": "eeg", "tfm-classifier": "eeg"}
 # the TFM-Encoder stages need a frozen TFM tokenizer: tiny = the bundled one; paper = the released architecture
 # (8192 codes) with random weights, written to the run's temporary folder (speed does not depend on the weights)
@@ -70,6 +70,10 @@ def tiny_config(recipe: str) -> Dict[str, Any]:
         model = dict(hidden_size=32, num_heads=2, encoder_num_layers=1, decoder_num_layers=1, text_vocab_size=64,
                      vocoder=dict(dim=32, intermediate_dim=48, num_layers=1), num_steps=2, use_text_cond=False)
         return {"train": {"batch_size": 2}, "recipe": {"model": model, "segment_seconds": 0.64, "warmup_steps": 1}}
+    if recipe == "tadicodec-vocoder":  # the vocoder of the tadicodec tiny model, Vocos' discriminators
+        model = dict(hidden_size=32, num_heads=2, encoder_num_layers=1, decoder_num_layers=1, text_vocab_size=64,
+                     vocoder=dict(dim=32, intermediate_dim=48, num_layers=1), num_steps=2, use_text_cond=False)
+        return {"train": {"batch_size": 2}, "recipe": {"model": model, "segment_samples": 16320}}
     if recipe == "flextok":
         return {"train": {"batch_size": 2}, "recipe": {"model": _flextok_tiny_model()}}
     if recipe in TFM_ENCODER:  # the TFM-Encoder of tests/eeg/tfm on the bundled tfm-tuev-tiny tokenizer
@@ -121,6 +125,8 @@ def _params(folder: Path) -> Optional[int]:
     from safetensors import safe_open
 
     w = folder / "model.safetensors"
+    if not w.is_file():  # the vocoder recipe writes the release layout
+        w = folder / "vocoder" / "model.safetensors"
     if not w.is_file():
         return None
     with safe_open(str(w), "pt") as f:

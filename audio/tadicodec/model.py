@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
@@ -55,6 +56,15 @@ def _as_list(name: str, value, batch: int) -> Optional[list]:
                     f"got {describe(value)}")
 
 
+def mel_frontend(c: TaDiCodecConfig) -> MelSpectrogram:
+    """The codec's normalised log-mel front-end ``wav [B, T] -> [B, T / hop, num_mels]`` (also the vocoder's input
+    space; the vocoder recipe builds the same one)."""
+    return MelSpectrogram(sample_rate=c.sample_rate, n_fft=c.n_fft, hop_length=c.hop_size, win_length=c.win_size,
+                          n_mels=c.num_mels, fmin=c.fmin, fmax=c.fmax, mel_scale="slaney", mel_norm="slaney",
+                          padding="same", pad_mode="reflect", power=1, magnitude_eps=1e-9, log="ln", log_clamp=1e-5,
+                          mean=c.mel_mean, std=math.sqrt(c.mel_var), channels_last=True)
+
+
 @register_family("tadicodec")
 class TaDiCodec(AudioTokenizer):
     """TaDiCodec tokenizer. ``encode(wav, text=None, lengths=None) -> Tokens [B, N]``; ``decode(tokens, text=...)``.
@@ -68,11 +78,7 @@ class TaDiCodec(AudioTokenizer):
     def __init__(self, config: TaDiCodecConfig):
         super().__init__(config)
         c = config
-        self.mel = MelSpectrogram(sample_rate=c.sample_rate, n_fft=c.n_fft, hop_length=c.hop_size,
-                                  win_length=c.win_size, n_mels=c.num_mels, fmin=c.fmin, fmax=c.fmax,
-                                  mel_scale="slaney", mel_norm="slaney", padding="same", pad_mode="reflect",
-                                  power=1, magnitude_eps=1e-9, log="ln", log_clamp=1e-5, mean=c.mel_mean,
-                                  std=math.sqrt(c.mel_var), channels_last=True)
+        self.mel = mel_frontend(c)
         if c.use_text_cond:
             self.text_emb = nn.Embedding(c.text_vocab_size, c.hidden_size)
         self.encoder = PrefixTransformer(c.hidden_size, c.num_heads, c.encoder_num_layers, in_dim=c.in_dim,
@@ -363,6 +369,22 @@ class TaDiCodec(AudioTokenizer):
             raise ValueError(f"rescale must lie in [0, 1], got {rescale}")
         if rescale_mode not in RESCALE_MODES:
             raise ValueError(f"rescale_mode must be one of {list(RESCALE_MODES)}, got {rescale_mode!r}")
+
+    def load_vocoder(self, path) -> "TaDiCodec":
+        """Replace the vocoder's weights with those of ``path``: a folder holding ``vocoder/model.safetensors`` (a
+        release folder, or the output of ``tokenzoo train tadicodec-vocoder``) or that file itself. Strict: the
+        shapes must be this codec's vocoder configuration."""
+        from safetensors.torch import load_file
+
+        from zoo.registry import load_state_strict
+
+        path = Path(path)
+        f = path / "vocoder" / "model.safetensors" if path.is_dir() else path
+        if not f.is_file():
+            raise FileNotFoundError(f"no vocoder weights at {f} (expected a folder with vocoder/model.safetensors "
+                                    f"or the .safetensors file)")
+        load_state_strict(self.vocoder, load_file(str(f)), source=str(f))
+        return self
 
     def vocode(self, mel: torch.Tensor) -> torch.Tensor:
         """Normalised mel ``[B, T, mels]`` -> waveform ``[B, T * hop]`` with the Vocos vocoder."""

@@ -37,7 +37,8 @@ from zoo.train.distributed import average_gradients, item_generators, per_item, 
 from .config import TaDiCodecConfig
 from .model import TaDiCodec
 
-__all__ = ["TaDiCodecRecipe", "TaDiCodecRecipeConfig", "flow_matching_losses", "inverse_sqrt_factor"]
+__all__ = ["TaDiCodecRecipe", "TaDiCodecRecipeConfig", "TaDiCodecVocoderRecipe", "TaDiCodecVocoderRecipeConfig",
+           "flow_matching_losses", "inverse_sqrt_factor"]
 
 
 @dataclass
@@ -190,3 +191,138 @@ class TaDiCodecRecipe(Recipe):
         mel = core.mel(wav)
         out = flow_matching_losses(core, mel, torch.Generator().manual_seed(self.train.seed))
         return {"recon_loss": float(out["diff_loss"])}
+
+
+# ====================================================================================== the Vocos vocoder
+
+@dataclass
+class TaDiCodecVocoderRecipeConfig(ConfigBase):
+    """``tokenzoo train tadicodec-vocoder``: the Vocos vocoder that turns the codec's normalised mel into audio.
+
+    TaDiCodec's repository has no vocoder training (Amphion's Vocos family trains it); the defaults follow Vocos'
+    own configuration (gemelo-ai/vocos ``VocosExp``: AdamW lr 5e-4, betas (0.8, 0.9), cosine schedule without
+    warm-up, mel L1 x45, multi-period + multi-resolution discriminators with the MRD terms x0.1, 16384-sample
+    crops -- here 16320, the nearest multiple of the 480-sample hop). The adversarial step is WavTokenizer's
+    (``audio/gan.py``): one implementation for both recipes. ``model``: the codec whose mel front-end feeds the
+    vocoder and whose ``model.vocoder`` configuration is trained.
+    """
+
+    model: TaDiCodecConfig = field(default_factory=lambda: TaDiCodecConfig(use_text_cond=False))
+    segment_samples: int = 16320
+    lr: float = 5e-4
+    betas: tuple = (0.8, 0.9)
+    weight_decay: float = 0.01
+    mel_loss_coeff: float = 45.0
+    mrd_loss_coeff: float = 0.1
+    cosine_schedule: bool = True
+    mpd_periods: tuple = (2, 3, 5, 7, 11)
+    period_channels: tuple = (32, 128, 512, 1024, 1024)
+    use_dac_discriminator: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.model, dict):
+            self.model = TaDiCodecConfig.from_dict(self.model)
+        hop = self.model.vocoder.hop_size
+        if hop != self.model.hop_size:
+            raise ValueError(f"model.vocoder.hop_size {hop} must equal the mel hop model.hop_size "
+                             f"{self.model.hop_size}")
+        if isinstance(self.segment_samples, bool) or not isinstance(self.segment_samples, int) \
+                or self.segment_samples < 4 * hop or self.segment_samples % hop:
+            raise ValueError(f"segment_samples must be a multiple of the hop {hop} and at least {4 * hop}, got "
+                             f"{self.segment_samples!r}")
+        for name in ("lr", "weight_decay", "mel_loss_coeff", "mrd_loss_coeff"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        if len(tuple(self.betas)) != 2 or not all(0 <= float(b) < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas!r}")
+
+
+@register_recipe("tadicodec-vocoder")
+class TaDiCodecVocoderRecipe(Recipe):
+    config_class = TaDiCodecVocoderRecipeConfig
+
+    def build_model(self):
+        from .vocoder import TaDiCodecVocoder
+
+        torch.manual_seed(self.train.seed)
+        return TaDiCodecVocoder(self.config.model.vocoder)
+
+    def warm_start(self, model, pretrained) -> None:
+        """``--init`` a TaDiCodec (e.g. a release) or a vocoder: fine-tune its vocoder."""
+        from zoo.registry import load_state_strict
+
+        source = getattr(pretrained, "vocoder", pretrained)
+        load_state_strict(model, source.state_dict(), source="--init vocoder")
+
+    def _disc_names(self):
+        return ["mpd", "mrd"] + (["dac"] if self.config.use_dac_discriminator else [])
+
+    def build_aux_modules(self):
+        from audio.discriminators import DACDiscriminator, MultiPeriodDiscriminator, MultiResolutionDiscriminator
+
+        c = self.config
+        mods = {"mpd": MultiPeriodDiscriminator(c.mpd_periods, channels=c.period_channels),
+                "mrd": MultiResolutionDiscriminator()}
+        if c.use_dac_discriminator:
+            mods["dac"] = DACDiscriminator(period_channels=c.period_channels)
+        return mods
+
+    def build_optimizers(self, modules):
+        c = self.config
+
+        def adamw(params):
+            return torch.optim.AdamW(params, lr=c.lr, betas=tuple(c.betas), weight_decay=c.weight_decay)
+
+        disc = [p for n in self._disc_names() for p in modules[n].parameters()]
+        return {"model": adamw(modules["model"].parameters()), "disc": adamw(disc)}
+
+    def build_schedulers(self, optimizers):
+        if not self.config.cosine_schedule:
+            return {}
+        total = max(1, self.train.max_steps)
+        return {k: torch.optim.lr_scheduler.LambdaLR(
+            o, lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total) / total))) for k, o in optimizers.items()}
+
+    def data_config(self):
+        return DataConfig("audio", sample_rate=self.config.model.sample_rate,
+                          segment_samples=self.config.segment_samples, seed=self.train.seed)
+
+    def _frontend(self, device):
+        if not hasattr(self, "_mel_in"):
+            from audio import losses as L
+
+            from .model import mel_frontend
+
+            self._mel_in = mel_frontend(self.config.model)
+            # Vocos' reconstruction loss: L1 of log mels, 24 kHz, n_fft 1024, hop 256, 100 mels (WavTokenizer's)
+            self._mel_loss = L.MelLoss(sample_rate=self.config.model.sample_rate)
+        return self._mel_in.to(device), self._mel_loss.to(device)
+
+    def _vocode(self, vocoder, wav: torch.Tensor):
+        mel_in, _ = self._frontend(wav.device)
+        with torch.no_grad():
+            mel = mel_in(wav[:, 0].float()).transpose(1, 2)  # [B, mels, frames]
+        return vocoder(mel)[:, None, : wav.shape[-1]]
+
+    def training_step(self, ctx, batch) -> Dict[str, float]:
+        from audio import gan
+
+        c = self.config
+        x = batch["x"].float()  # [B, 1, T]
+        y_hat = self._vocode(ctx.modules["model"], x)
+        discs = [(n, ctx.modules[n]) for n in self._disc_names()]
+        d_loss = gan.discriminator_loss(discs, x, y_hat, None, c.mrd_loss_coeff)
+        ctx.backward(d_loss)
+        ctx.optimizer_step("disc", clip_modules=self._disc_names())
+        g_adv, g_fm = gan.generator_adversarial_terms(discs, x, y_hat, None, c.mrd_loss_coeff)
+        mel = self._frontend(x.device)[1](x, y_hat)
+        g_loss = g_adv + g_fm + c.mel_loss_coeff * mel
+        ctx.backward(g_loss)
+        ctx.optimizer_step("model")
+        return {"loss": float(g_loss.detach()), "d_loss": float(d_loss.detach()), "mel_loss": float(mel.detach())}
+
+    def evaluate(self, ctx, batch) -> Dict[str, float]:
+        x = batch["x"].float()
+        y_hat = self._vocode(ctx.unwrap(), x)
+        return {"recon_loss": float(self._frontend(x.device)[1](x, y_hat))}

@@ -27,3 +27,34 @@ class TaDiCodecVocoder(nn.Module):
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         """``mel [B, input_channels, T]`` (the model's normalised mel) -> ``[B, T * hop_size]``."""
         return self.head(self.backbone(mel))
+
+    def save_pretrained(self, save_directory) -> None:
+        """Write ``vocoder/config.json`` (the release's ``{"model": {"vocos": {...}}}``) and
+        ``vocoder/model.safetensors`` (the release's key names) under ``save_directory``: the folder can replace a
+        release's ``vocoder/`` and loads with :meth:`TaDiCodec.load_vocoder`. Written to a temporary folder, then
+        moved into place."""
+        import json
+        import os
+        import shutil
+        import tempfile
+        from pathlib import Path
+
+        from safetensors.torch import save_file
+
+        root = Path(save_directory)
+        if root.exists() and not root.is_dir():
+            raise ValueError(f"save_pretrained: {root} exists and is not a directory")
+        dest = root / "vocoder"
+        dest.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tokenzoo-save-", dir=dest))
+        try:
+            c = self.config
+            vocos = {"input_channels": c.input_channels, "dim": c.dim, "intermediate_dim": c.intermediate_dim,
+                     "num_layers": c.num_layers, "n_fft": c.n_fft, "hop_size": c.hop_size, "padding": c.padding}
+            (tmp / "config.json").write_text(json.dumps({"model": {"vocos": vocos}}, indent=2) + "\n")
+            save_file({k: v.detach().cpu().contiguous().clone() for k, v in self.state_dict().items()},
+                      str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            for name in ("model.safetensors", "config.json"):
+                os.replace(tmp / name, dest / name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)

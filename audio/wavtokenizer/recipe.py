@@ -21,6 +21,7 @@ from typing import Dict, List
 
 import torch
 
+from audio import gan
 from audio import losses as L
 from audio.discriminators import DACDiscriminator, MultiPeriodDiscriminator, MultiResolutionDiscriminator
 from zoo.config import ConfigBase
@@ -162,43 +163,18 @@ class WavTokenizerRecipe(Recipe):
         if ctx.step < c.discriminator_start:
             return self._warmup_step(ctx, x, y_hat, q)
 
-        # discriminators
-        d_loss = 0.0
-        for name, d in self._discs(ctx):
-            real, _ = d(x, bw)
-            fake, _ = d(y_hat.detach(), bw)
-            if name == "dac":
-                d_loss = d_loss + L.lsgan_discriminator_loss(real, fake)
-            else:
-                w = c.mrd_loss_coeff if name == "mrd" else 1.0
-                d_loss = d_loss + w * L.hinge_discriminator_loss(real, fake)
+        # discriminators, then the generator with them frozen (audio/gan.py, shared with the vocoder recipe)
+        discs = self._discs(ctx)
+        d_loss = gan.discriminator_loss(discs, x, y_hat, bw, c.mrd_loss_coeff)
         trainable = [n for n in self._disc_names() if n != "dac" or c.train_dac_discriminator]
         ctx.backward(d_loss)
         ctx.optimizer_step("disc", clip_modules=trainable)
 
-        # generator (discriminator weights get no gradient from it)
-        for _, d in self._discs(ctx):
-            d.requires_grad_(False)
-        try:
-            g_adv = g_fm = 0.0
-            for name, d in self._discs(ctx):
-                real, f_real = d(x, bw)
-                fake, f_fake = d(y_hat, bw)
-                if name == "dac":
-                    g_adv = g_adv + L.lsgan_generator_loss(fake)
-                    g_fm = g_fm + L.feature_matching_loss(f_real, f_fake, skip_last=True, average=False)
-                else:
-                    w = c.mrd_loss_coeff if name == "mrd" else 1.0
-                    g_adv = g_adv + w * L.hinge_generator_loss(fake)
-                    g_fm = g_fm + w * L.feature_matching_loss(f_real, f_fake)
-            mel = self._mel(x.device)(x, y_hat)
-            commit = q.losses.get("commitment", torch.zeros((), device=x.device))
-            g_loss = g_adv + g_fm + c.mel_loss_coeff * mel + c.commit_loss_coeff * commit
-            ctx.backward(g_loss)
-        finally:
-            for name, d in self._discs(ctx):
-                if name != "dac" or c.train_dac_discriminator:
-                    d.requires_grad_(True)
+        g_adv, g_fm = gan.generator_adversarial_terms(discs, x, y_hat, bw, c.mrd_loss_coeff, restore_grad=trainable)
+        mel = self._mel(x.device)(x, y_hat)
+        commit = q.losses.get("commitment", torch.zeros((), device=x.device))
+        g_loss = g_adv + g_fm + c.mel_loss_coeff * mel + c.commit_loss_coeff * commit
+        ctx.backward(g_loss)
         ctx.optimizer_step("model")
         util = q.stats.utilization if q.stats is not None else None
         logs = {"loss": float(g_loss.detach()), "d_loss": float(d_loss.detach()), "mel_loss": float(mel.detach()),

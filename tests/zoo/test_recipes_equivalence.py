@@ -17,8 +17,9 @@ from zoo.train import TrainConfig, fit, latest_checkpoint
 from .multiprocess import run_two_processes
 
 REPO = Path(__file__).resolve().parents[2]
-RECIPES = ("wavtokenizer", "titok", "tfm", "tadicodec", "flextok")
-MODALITY = {"wavtokenizer": "audio", "tadicodec": "audio", "titok": "image", "flextok": "image", "tfm": "eeg"}
+RECIPES = ("wavtokenizer", "titok", "tfm", "tadicodec", "tadicodec-vocoder", "flextok")
+MODALITY = {"wavtokenizer": "audio", "tadicodec": "audio", "tadicodec-vocoder": "audio", "titok": "image",
+            "flextok": "image", "tfm": "eeg"}
 
 
 def _without_batch_dependent_init(recipe_class):
@@ -97,6 +98,16 @@ def _make_recipe(name, batch_size, max_steps, checkpoint_every, split_invariant)
                                 num_steps=2, use_text_cond=False)
         return TaDiCodecRecipe(TaDiCodecRecipeConfig(model=model, segment_seconds=0.64, warmup_steps=1,
                                                      vq_loss_weight=0.0 if split_invariant else 1.0), train)
+    if name == "tadicodec-vocoder":
+        from audio.tadicodec import TaDiCodecConfig, VocosConfig
+        from audio.tadicodec.recipe import TaDiCodecVocoderRecipe, TaDiCodecVocoderRecipeConfig
+
+        model = TaDiCodecConfig(hidden_size=32, num_heads=2, encoder_num_layers=1, decoder_num_layers=1,
+                                text_vocab_size=64, vocoder=VocosConfig(dim=32, intermediate_dim=48, num_layers=1),
+                                num_steps=2, use_text_cond=False)
+        cfg = TaDiCodecVocoderRecipeConfig(model=model, segment_samples=2400, mpd_periods=[2, 3],
+                                           period_channels=[4, 8, 8, 8, 8])
+        return TaDiCodecVocoderRecipe(cfg, train)
     if name == "flextok":
         from image.flextok import FlexTokConfig
         from image.flextok.config import official_config
@@ -142,7 +153,9 @@ def data_dirs(tmp_path_factory):
 def _weights(out):
     from safetensors.torch import load_file
 
-    return load_file(str(out / "model.safetensors"))
+    # the vocoder recipe writes the release layout (vocoder/model.safetensors)
+    f = out / "vocoder" / "model.safetensors" if (out / "vocoder").is_dir() else out / "model.safetensors"
+    return load_file(str(f))
 
 
 @pytest.mark.slow
@@ -243,7 +256,7 @@ def test_flextok_and_tadicodec_losses_reject_a_wrong_number_of_generators():
 # it in their own files: titok, flextok, cdt/cdt-fsq, tfm-mtp)
 # recipe: (steps, required fraction of the step-0 loss, learning-rate overrides for a short run)
 DECREASE = {"wavtokenizer": (40, 0.7, {"lr": 2e-3}), "tfm": (40, 0.85, {"lr": 3e-3, "final_lr": 3e-3}),
-            "tadicodec": (40, 0.85, {"lr": 3e-3})}
+            "tadicodec": (40, 0.85, {"lr": 3e-3}), "tadicodec-vocoder": (40, 0.8, {"lr": 2e-3})}
 
 
 @pytest.mark.slow

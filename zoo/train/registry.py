@@ -22,6 +22,7 @@ from .engine import Recipe, TrainConfig
 RECIPE_MODULES: Dict[str, str] = {
     "wavtokenizer": "audio.wavtokenizer.recipe",
     "tadicodec": "audio.tadicodec.recipe",
+    "tadicodec-vocoder": "audio.tadicodec.recipe",
     "titok": "image.titok.recipe",
     "flextok": "image.flextok.recipe",
     "cdt": "video.cdt.recipe",

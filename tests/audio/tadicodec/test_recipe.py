@@ -57,3 +57,41 @@ def test_recipe_trains_on_real_speech(shared_data, tmp_path):
     train = [r for r in rows if r.get("split") == "train"]
     assert len(train) == 2 and all(r["diff_loss"] > 0 for r in train)
     assert any("recon_loss" in r for r in rows if r.get("split") != "train")
+
+
+def test_vocoder_recipe_exports_the_release_layout_and_loads_into_a_codec(shared_data, tmp_path):
+    from audio.tadicodec import TaDiCodec
+    from audio.tadicodec.recipe import TaDiCodecVocoderRecipe, TaDiCodecVocoderRecipeConfig
+    from zoo.train import get_recipe
+
+    assert get_recipe("tadicodec-vocoder") is TaDiCodecVocoderRecipe
+    model = tiny_config(use_text_cond=False)
+    with pytest.raises(ValueError, match="multiple of the hop 480"):
+        TaDiCodecVocoderRecipeConfig(model=model, segment_samples=2000)
+    src = shared_data("audio", "speech")
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in sorted(src.glob("*.wav"))[:3]:
+        shutil.copyfile(f, data / f.name)
+    codec = TaDiCodec(model)
+    recipe = TaDiCodecVocoderRecipe(
+        TaDiCodecVocoderRecipeConfig(model=model, segment_samples=2400, mpd_periods=[2], period_channels=[4, 8, 8, 8, 8]),
+        TrainConfig(max_steps=2, batch_size=2, log_every=1, eval_every=2, checkpoint_every=2, holdout_files=1, seed=0,
+                    utilization_warning=0.0))
+    out = tmp_path / "voc"
+    fit(recipe, data, out, init=codec, progress=False)  # fine-tunes the codec's vocoder
+    cfg = json.loads((out / "vocoder" / "config.json").read_text())
+    assert cfg["model"]["vocos"]["dim"] == 32 and cfg["model"]["vocos"]["hop_size"] == 480
+    before = {k: v.clone() for k, v in codec.vocoder.state_dict().items()}
+    codec.load_vocoder(out)
+    after = codec.vocoder.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # trained weights, not the init
+    wav = codec.vocode(torch.zeros(1, 5, 128))
+    assert wav.shape == (1, 5 * 480)
+    with pytest.raises(FileNotFoundError, match="vocoder/model.safetensors"):
+        codec.load_vocoder(tmp_path)
+    other = TaDiCodec(tiny_config(use_text_cond=False, vocoder=tiny_config().vocoder.__class__(dim=16,
+                                                                                             intermediate_dim=48,
+                                                                                             num_layers=1)))
+    with pytest.raises(ValueError):
+        other.load_vocoder(out)  # shapes of another vocoder configuration: strict load refuses
