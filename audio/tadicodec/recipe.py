@@ -16,15 +16,21 @@ docs/models/tadicodec.md):
 - AdamW (lr 7.5e-5, torch defaults otherwise), inverse-square-root schedule with linear warm-up (32000 steps in
   the release, times the number of processes); gradient clipping 0.5 belongs in ``train.clip_grad_norm``.
 
-The shared data loader yields random audio crops without transcripts, so this recipe trains the text-free variant
-(``model.use_text_cond: false``, a mode the reference trainer supports); a text-conditioned model needs aligned
-transcripts, which this loader cannot provide.
+Text: with ``model.use_text_cond: false`` (a mode the reference trainer supports) the loader gives random
+``segment_seconds`` crops. With ``model.use_text_cond: true`` every example is a whole utterance with its transcript
+(``<file>.txt`` beside the audio file), trimmed to a whole number of tokens; ``segment_seconds`` is then the longest
+utterance kept (longer files are skipped and counted: a crop would no longer match its text). The transcript is
+tokenized with the model's text tokenizer (``text_tokenizer``: a ``tokenizer.json``, stored in the saved config)
+and the decoder is always given the text in training, as in the reference. Utterances differ in length, so a
+text-conditioned run takes batches of one utterance per process (``train.batch_size: 1``; use ``grad_accum`` for a
+larger effective batch).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 import torch
@@ -50,13 +56,16 @@ class TaDiCodecRecipeConfig(ConfigBase):
     betas: tuple = (0.9, 0.999)
     weight_decay: float = 0.01
     vq_loss_weight: float = 1.0
+    text_tokenizer: Optional[str] = None  # tokenizer.json (file or folder) for a text-conditioned model
 
     def __post_init__(self):
         if isinstance(self.model, dict):
             self.model = TaDiCodecConfig.from_dict(self.model)
-        if self.model.use_text_cond:
-            raise ValueError("model.use_text_cond must be false for this recipe: the shared audio loader yields "
-                             "random crops without aligned transcripts (see audio/tadicodec/recipe.py)")
+        if self.model.use_text_cond and not self.text_tokenizer and not self.model.text_tokenizer_json:
+            raise ValueError("a text-conditioned model (model.use_text_cond: true) needs text_tokenizer: the "
+                             "tokenizer.json its transcripts are tokenized with")
+        if self.text_tokenizer is not None and not Path(self.text_tokenizer).exists():
+            raise ValueError(f"text_tokenizer {self.text_tokenizer}: no such file or folder")
         min_seconds = 2 * self.model.samples_per_token / self.model.sample_rate
         if not self.segment_seconds >= min_seconds:
             raise ValueError(f"segment_seconds must be >= {min_seconds:g} (two tokens), got {self.segment_seconds}")
@@ -128,7 +137,11 @@ def flow_matching_losses(core: TaDiCodec, mel: torch.Tensor, generator: Optional
     xt = ((1 - (1 - c.sigma) * tt) * z + tt * mel) * target + mel * (1 - target)
     if float(rand(1)) < c.cond_drop_p:
         cond = torch.zeros_like(cond)
-    text = core.text_emb(text_ids) if (c.use_text_cond and text_ids is not None) else None
+    text = None
+    if c.use_text_cond:  # the reference always conditions a text model on its transcript in training
+        if text_ids is None:
+            raise ValueError("text_ids are required: the model is text-conditioned (model.use_text_cond)")
+        text = core.text_emb(text_ids)
     flow = core.decoder(xt, cond=cond, t=t, text=text)
     flow_gt = mel - (1 - c.sigma) * z
     diff_sum = (F.l1_loss(flow, flow_gt, reduction="none").float() * target).mean(dim=2).sum()
@@ -142,9 +155,42 @@ def flow_matching_losses(core: TaDiCodec, mel: torch.Tensor, generator: Optional
 class TaDiCodecRecipe(Recipe):
     config_class = TaDiCodecRecipeConfig
 
+    def __init__(self, config, train):
+        super().__init__(config, train)
+        if config.model.use_text_cond and train.batch_size != 1:
+            raise ValueError(f"a text-conditioned run takes whole utterances of different lengths: train.batch_size "
+                             f"must be 1 (got {train.batch_size}); use train.grad_accum for a larger batch")
+
     def build_model(self):
         torch.manual_seed(self.train.seed)
-        return TaDiCodec(self.config.model)
+        model = TaDiCodec(self.config.model)
+        if self.config.text_tokenizer:
+            model.set_text_tokenizer(self.config.text_tokenizer)
+        return model
+
+    def warm_start(self, model, pretrained) -> None:
+        super().warm_start(model, pretrained)
+        if self.config.text_tokenizer:  # the configured tokenizer wins over the checkpoint's
+            model.set_text_tokenizer(self.config.text_tokenizer)
+        elif getattr(pretrained, "text_tokenizer", None) is not None:
+            model.set_text_tokenizer(pretrained.text_tokenizer)
+
+    def _inputs(self, core: TaDiCodec, batch):
+        """``(mel [B, T, mels], text_ids [B, Lt] or None)``; text-conditioned: one utterance trimmed to whole tokens."""
+        wav = batch["x"].float().reshape(batch["x"].shape[0], -1)
+        if not core.config.use_text_cond:
+            return core.mel(wav), None
+        spt = core.config.samples_per_token
+        n = (wav.shape[-1] // spt) * spt
+        if n < 2 * spt:
+            raise ValueError(f"utterance of {wav.shape[-1]} samples is shorter than two tokens ({2 * spt} samples)")
+        if core.text_tokenizer is None:
+            raise ValueError("the model has no text tokenizer (set text_tokenizer in the recipe config)")
+        ids = torch.tensor([core.text_tokenizer.encode(t) for t in batch["text"]], dtype=torch.long)
+        if ids.shape[-1] == 0 or int(ids.max()) >= core.config.text_vocab_size:
+            raise ValueError(f"transcript ids must be non-empty and below text_vocab_size "
+                             f"{core.config.text_vocab_size}: {batch['text']}")
+        return core.mel(wav[:, :n]), ids.to(wav.device)
 
     def build_optimizers(self, modules):
         c = self.config
@@ -158,16 +204,16 @@ class TaDiCodecRecipe(Recipe):
 
     def data_config(self):
         return DataConfig("audio", sample_rate=self.config.model.sample_rate,
-                          segment_samples=self.config.segment_samples, seed=self.train.seed)
+                          segment_samples=self.config.segment_samples, seed=self.train.seed,
+                          transcripts=self.config.model.use_text_cond)
 
     def training_step(self, ctx, batch) -> Dict[str, float]:
         core: TaDiCodec = ctx.unwrap()
-        wav = batch["x"].float().reshape(batch["x"].shape[0], -1)
         with torch.no_grad():
-            mel = core.mel(wav)
+            mel, text_ids = self._inputs(core, batch)
         # per-item draws from per-item generators, per-batch decisions from the step's generator (the same on
         # every process): see zoo.train.distributed
-        out = flow_matching_losses(core, mel, step_generator(self.train.seed, ctx.step),
+        out = flow_matching_losses(core, mel, step_generator(self.train.seed, ctx.step), text_ids=text_ids,
                                    generators=item_generators(self.train.seed, ctx.step, batch["index"]))
         diff = out["diff_loss"]
         acc = ctx.accelerator
@@ -187,9 +233,8 @@ class TaDiCodecRecipe(Recipe):
 
     def evaluate(self, ctx, batch) -> Dict[str, float]:
         core: TaDiCodec = ctx.unwrap()
-        wav = batch["x"].float().reshape(batch["x"].shape[0], -1)
-        mel = core.mel(wav)
-        out = flow_matching_losses(core, mel, torch.Generator().manual_seed(self.train.seed))
+        mel, text_ids = self._inputs(core, batch)
+        out = flow_matching_losses(core, mel, torch.Generator().manual_seed(self.train.seed), text_ids=text_ids)
         return {"recon_loss": float(out["diff_loss"])}
 
 

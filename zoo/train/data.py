@@ -15,6 +15,7 @@ run never ends because of one bad file.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -38,6 +39,10 @@ class DataConfig:
     frames: Optional[int] = None  # video: frames per clip (spatial size: image_size)
     seed: int = 0
     labels: bool = False  # EEG: every example also carries its integer class ``label`` (the .npz ``label`` key)
+    # audio: whole utterances with their transcript (``<file>.txt`` beside each audio file) instead of random crops;
+    # ``segment_samples`` is then the longest utterance kept (longer files are skipped and counted: cropping would
+    # cut the text's alignment). Utterances differ in length: batches of one (use grad_accum for larger batches).
+    transcripts: bool = False
 
 
 class FolderDataset(torch.utils.data.Dataset):
@@ -55,6 +60,8 @@ class FolderDataset(torch.utils.data.Dataset):
             raise ValueError("video training data needs frames and image_size")
         if config.modality == "eeg" and not config.window_samples:
             raise ValueError("EEG training data needs window_samples")
+        if config.transcripts and config.modality != "audio":
+            raise ValueError(f"transcripts are supported for audio, not {config.modality!r}")
         if config.labels and config.modality != "eeg":
             raise ValueError(f"labelled training data is supported for EEG windows, not {config.modality!r}")
         self.sources = sources if sources is not None else list_sources(data, config.modality)
@@ -83,10 +90,27 @@ class FolderDataset(torch.utils.data.Dataset):
             return None
 
     def _example(self, src: Source, g: torch.Generator) -> Dict[str, Any]:
+        if self.config.transcripts:
+            return self._utterance(src)
         if self.config.labels:
             x, label = self._tensor(src, g, with_label=True)
             return {"x": x, "label": label}
         return {"x": self._tensor(src, g)}
+
+    def _utterance(self, src: Source) -> Dict[str, Any]:
+        if src.tar_path is not None:
+            raise ValueError("transcripts are read from <file>.txt beside the audio file: not supported in tar shards")
+        text_file = Path(src.path).with_suffix(".txt")
+        if not text_file.is_file():
+            raise ValueError(f"no transcript {text_file.name}")
+        text = text_file.read_text(encoding="utf-8").strip()
+        if not text:
+            raise ValueError(f"empty transcript {text_file.name}")
+        wav = _read_source(src, "audio", self.config.sample_rate).data[0]
+        if wav.shape[-1] > self.config.segment_samples:
+            raise ValueError(f"{wav.shape[-1]} samples, longer than the {self.config.segment_samples}-sample limit "
+                             "(a crop would no longer match the transcript)")
+        return {"x": wav[None], "text": text}
 
     def _tensor(self, src: Source, g: torch.Generator, with_label: bool = False):
         c = self.config
@@ -155,7 +179,11 @@ def collate_skip(batch: Sequence[Optional[Dict[str, Any]]]) -> Dict[str, Any]:
     good = [b for b in batch if b is not None]
     out: Dict[str, Any] = {"skipped": len(batch) - len(good)}
     if good:
+        if "text" in good[0] and len({b["x"].shape for b in good}) > 1:
+            raise ValueError("utterances of different lengths cannot share a batch: use batch_size 1 (and grad_accum)")
         out["x"] = torch.stack([b["x"] for b in good])
+        if "text" in good[0]:
+            out["text"] = [b["text"] for b in good]
         out["index"] = torch.tensor([b["index"] for b in good])
         if "label" in good[0]:
             out["label"] = torch.tensor([b["label"] for b in good], dtype=torch.long)

@@ -95,3 +95,45 @@ def test_vocoder_recipe_exports_the_release_layout_and_loads_into_a_codec(shared
                                                                                              num_layers=1)))
     with pytest.raises(ValueError):
         other.load_vocoder(out)  # shapes of another vocoder configuration: strict load refuses
+
+
+def test_text_conditioned_training_on_transcribed_utterances(shared_data, tmp_path):
+    """Whole utterances with <file>.txt transcripts, batches of one, the decoder always given the text."""
+    from audio.tadicodec import TaDiCodec
+
+    from .conftest import word_tokenizer_json
+
+    tok_file = tmp_path / "tokenizer.json"
+    tok_file.write_text(word_tokenizer_json())
+    src = shared_data("audio", "speech")
+    data = tmp_path / "data"
+    data.mkdir()
+    files = sorted(src.glob("*.wav"))[:3]
+    for i, f in enumerate(files):
+        shutil.copyfile(f, data / f.name)
+        if i < 2:
+            (data / f.with_suffix(".txt").name).write_text("hello world this is a test")
+    # the third file has no transcript: skipped and counted, never fatal
+    model = tiny_config(use_text_cond=True)
+    with pytest.raises(ValueError, match="needs text_tokenizer"):
+        TaDiCodecRecipeConfig(model=model, segment_seconds=8.0)
+    cfg = TaDiCodecRecipeConfig(model=model, segment_seconds=8.0, warmup_steps=1, lr=1e-3,
+                                text_tokenizer=str(tok_file))
+    with pytest.raises(ValueError, match="batch_size must be 1"):
+        TaDiCodecRecipe(cfg, TrainConfig(max_steps=2, batch_size=2))
+    recipe = TaDiCodecRecipe(cfg, TrainConfig(max_steps=4, batch_size=1, log_every=1, eval_every=4,
+                                              checkpoint_every=4, holdout_files=0, seed=0,
+                                              utilization_warning=0.0))
+    out = tmp_path / "run"
+    before = recipe.build_model().text_emb.weight.detach().clone()
+    s = fit(recipe, data, out, progress=False)
+    assert s["skipped_files"] >= 1
+    import zoo
+
+    trained = zoo.from_pretrained(out)
+    assert isinstance(trained, TaDiCodec)
+    assert trained.config.use_text_cond and trained.text_tokenizer is not None  # the tokenizer travels with it
+    assert not torch.equal(before, trained.text_emb.weight)  # the text path received gradients
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert sum(r["split"] == "train" for r in rows) == 4 and all(
+        r["diff_loss"] > 0 for r in rows if r["split"] == "train")
