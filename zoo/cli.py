@@ -433,7 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transcripts", help="JSON or TSV of file name -> transcript (text-aware codecs such as TaDiCodec)")
     p.add_argument("--extractor", action="append", metavar="METRIC=PATH",
                    help="weights file of a metric's feature network, e.g. rfid=pt_inception-2015-12-05.pth, "
-                        "fvd=i3d_torchscript.pt (repeatable; see docs/benchmark.md)")
+                        "fvd=i3d_torchscript.pt, utmos=utmos22_strong_step7459_v1.pt, "
+                        "speaker_sim_wavlm=wavlm_large_finetune.pth (repeatable; see docs/benchmark.md)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_bench)
 

@@ -12,7 +12,9 @@ from .image import lpips, lpips_backbone_path, ms_ssim, psnr, ssim
 from .series import (BANDS, balanced_accuracy, band_power_error, band_powers, channel_correlation, cohen_kappa,
                      linear_probe, spectrogram_distance, token_histograms)
 from .speech import dnsmos, speaker_embedding, speaker_similarity
+from .utmos import utmos
 from .video import fvd, i3d_features
+from .wavlm_ecapa import speaker_similarity_wavlm, wavlm_ecapa_embedding
 
 __all__ = [
     "BANDS", "FrechetResult", "MetricUnavailable", "align", "balanced_accuracy", "band_power_error", "band_powers",
@@ -20,6 +22,7 @@ __all__ = [
     "multi_resolution_stft_distance", "package_version", "pesq", "psnr", "si_sdr", "spectrogram_distance", "ssim",
     "stoi", "token_histograms",
     "dnsmos", "feature_statistics", "frechet_distance", "frechet_distance_features", "fvd", "i3d_features",
-    "inception_features", "rfid", "speaker_embedding", "speaker_similarity",
+    "inception_features", "rfid", "speaker_embedding", "speaker_similarity", "utmos",
     "asr_wer", "character_error_rate", "normalize_text", "transcribe", "word_error_rate",
+    "speaker_similarity_wavlm", "wavlm_ecapa_embedding",
 ]
