@@ -48,6 +48,7 @@ from torch import nn
 
 from ..validation import check_tensor
 from .base import MetricUnavailable
+from .wavlm_ecapa import WeightNormConv1d  # the same positional convolution as WavLM's
 
 UTMOS_SAMPLE_RATE = 16000  # the reference model resamples every input to 16 kHz before the SSL network
 UTMOS_FILENAME = "utmos22_strong_step7459_v1.pt"
@@ -127,25 +128,6 @@ class _FeatureEncoder(nn.Module):
         return h
 
 
-class _WeightNormConv1d(nn.Module):
-    """Grouped Conv1d whose kernel is stored as direction ``weight_v`` and magnitude ``weight_g``, the layout the
-    release was saved in (weight normalisation over dim 2, so ``weight_g`` is ``[1, 1, kernel]``)."""
-
-    def __init__(self, channels: int, kernel: int, groups: int):
-        super().__init__()
-        self.padding, self.groups = kernel // 2, groups
-        self.weight_g = nn.Parameter(torch.ones(1, 1, kernel))
-        self.weight_v = nn.Parameter(torch.randn(channels, channels // groups, kernel) * 0.02)
-        self.bias = nn.Parameter(torch.zeros(channels))
-
-    def weight(self) -> torch.Tensor:
-        norm = self.weight_v.pow(2).sum(dim=(0, 1), keepdim=True).sqrt()  # L2 norm over all but dim 2
-        return self.weight_v * (self.weight_g / norm)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv1d(x, self.weight(), self.bias, padding=self.padding, groups=self.groups)
-
-
 class _SelfAttention(nn.Module):
     """Multi-head self-attention with separate q/k/v/out projections (scaled dot product, no mask)."""
 
@@ -190,7 +172,7 @@ class _ContextEncoder(nn.Module):
 
     def __init__(self, cfg: UTMOSConfig):
         super().__init__()
-        self.pos_conv = nn.Sequential(_WeightNormConv1d(cfg.dim, cfg.pos_kernel, cfg.pos_groups))
+        self.pos_conv = nn.Sequential(WeightNormConv1d(cfg.dim, cfg.pos_kernel, cfg.pos_groups))
         self.layer_norm = nn.LayerNorm(cfg.dim)
         self.layers = nn.ModuleList(_EncoderLayer(cfg) for _ in range(cfg.num_layers))
 
