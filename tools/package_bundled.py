@@ -30,6 +30,17 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED = ROOT / "hub_configs" / "bundled"
 
+# the bundled EEG tokenizers' training data (tools/bundled_data.py TRAIN["eeg"] and --spkit)
+SPKIT_EEG_DATA = ("five real 5 s TUEV EEG windows (one bipolar channel each; `tuev_tfm_sample_0..4` of the corpus, "
+                  "from the TFM-Tokenizer repository's test samples) and the first 11.5 s of each of the 14 channels "
+                  "of the real Emotiv EEG recording in the spkit 0.0.9.7 wheel (`EEG16sec_artifact.pkl`, `X_fil`, "
+                  "part of the PhyAAt dataset; 128 Hz resampled), one file per channel, all at 200 Hz and divided by "
+                  "their 0.95 quantile of |x|: 186 s of single-channel EEG")
+SPKIT_COMMANDS = ["pip download --no-deps spkit==0.0.9.7 -d /tmp/spk && unzip -q -o /tmp/spk/*.whl -d /tmp/spk"]
+EEG_LICENCE = ("TFM-Tokenizer repository MIT; the underlying TUEV recordings are from the TUH EEG Events corpus, "
+               "distributed by Temple University under its data use agreement; spkit MIT (the PhyAAt recording "
+               "ships in its wheel; dataset terms: phyaat.github.io)")
+
 MODELS: Dict[str, Dict[str, Any]] = {
     "wavtokenizer-speech-75": {
         "family": "wavtokenizer", "recipe": "wavtokenizer", "modality": "audio",
@@ -101,15 +112,13 @@ MODELS: Dict[str, Dict[str, Any]] = {
         "family": "tfm", "recipe": "tfm", "modality": "eeg",
         "description": "TFM-Tokenizer-style single-channel EEG tokenizer trained here: 200 Hz, one token per "
                        "0.5 s STFT frame, codebook of 256",
-        "data": "five real 5 s TUEV EEG windows (one bipolar channel each, 200 Hz, q95-normalised; "
-                "`tuev_tfm_sample_0..4` of the corpus, from the TFM-Tokenizer repository's test samples), random "
-                "2 s crops; sample 5 held out for the training-time evaluation",
-        "data_licence": "TFM-Tokenizer repository MIT; the underlying recordings are from the TUH EEG Events "
-                        "corpus (TUEV), distributed by Temple University under its data use agreement",
-        "limitations": "trained on 25 s of EEG; the held-out example is a generated EEG-like signal (no real EEG "
-                       "recording is available from a package registry), and on it the tokenizer's |STFT| "
-                       "correlation is no better than that of a 2 Hz, 8-bit decimation at the same bitrate (its "
-                       "feature L1 is lower)",
+        "data": SPKIT_EEG_DATA + "; random 2 s crops; TUEV sample 5 held out for the training-time evaluation",
+        "data_commands": SPKIT_COMMANDS,
+        "data_args": "--spkit /tmp/spk ",
+        "data_licence": EEG_LICENCE,
+        "limitations": "trained on 186 s of single-channel EEG (five TUEV windows and one Emotiv session); the "
+                       "held-out example is 4 s of that Emotiv session that training never saw, so it measures "
+                       "generalisation over time within one recording, not across people or headsets",
         "train_command": "OMP_NUM_THREADS=1 tokenzoo train tfm --config hub_configs/bundled/tfm-tuev-tiny/train.yaml "
                          "--data /tmp/bundled_data/eeg/train --eval-data /tmp/bundled_data/eeg/heldout "
                          "--out runs/tfm-tuev-tiny",
@@ -117,12 +126,13 @@ MODELS: Dict[str, Dict[str, Any]] = {
     "lipcot-tuev-16": {
         "family": "lipcot", "recipe": None, "modality": "eeg",
         "description": "LiPCoT vocabulary fitted here: 0.5 s windows at 200 Hz, warped LPC of order 8, 16 words",
-        "data": "the 50 consecutive 0.5 s windows of the five real TUEV EEG windows `tuev_tfm_sample_0..4`",
-        "limitations": "a 16-word vocabulary fitted on 50 windows of one recording channel; the held-out example "
-                       "is a generated EEG-like signal (no real EEG recording is available from a package registry), "
-                       "on which only 2 of the 16 words occur",
-        "data_licence": "TFM-Tokenizer repository MIT; the underlying recordings are from the TUH EEG Events "
-                        "corpus (TUEV), distributed by Temple University under its data use agreement",
+        "data": "the 372 consecutive 0.5 s windows of the EEG training files: " + SPKIT_EEG_DATA,
+        "data_commands": SPKIT_COMMANDS,
+        "data_args": "--spkit /tmp/spk ",
+        "limitations": "a 16-word vocabulary fitted on 372 windows; the held-out example is 4 s of an Emotiv "
+                       "session whose first 11.5 s are in the fit, so it measures generalisation over time within "
+                       "one recording, not across people or headsets",
+        "data_licence": EEG_LICENCE,
         "train_command": "python tools/fit_lipcot.py --data /tmp/bundled_data/eeg/train --out runs/lipcot-tuev-16",
     },
     "cdt-fsq-tiny-32": {
