@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,9 +25,12 @@ def test_tiny_tfm_row(shared_data, tmp_path, capsys):
     rows = mod.main(["--recipes", "tfm", "--configs", "tiny", "--steps", "1", "--data-root", str(data_root),
                      "--json", str(tmp_path / "r.json")])
     assert len(rows) == 1 and "error" not in rows[0], rows
-    assert rows[0]["samples_per_s"] > 0 and rows[0]["params_M"] > 0 and rows[0]["batch"] == 5
+    # tiny = the bundled tokenizer's own training configuration
+    batch = yaml.safe_load((ROOT / "hub_configs" / "bundled" / "tfm-tuev-tiny" / "train.yaml").read_text())
+    batch = batch["train"]["batch_size"]
+    assert rows[0]["samples_per_s"] > 0 and rows[0]["params_M"] > 0 and rows[0]["batch"] == batch
     assert json.loads((tmp_path / "r.json").read_text())[0]["recipe"] == "tfm"
-    assert "| tfm | tiny | 5 | 1 |" in capsys.readouterr().out
+    assert f"| tfm | tiny | {batch} | 1 |" in capsys.readouterr().out
 
 
 def test_bad_arguments_fail(tmp_path):
