@@ -261,7 +261,9 @@ def render_card(name: str, facts: Dict[str, Any], training: Dict[str, Any], held
         "",
         f"- family `{facts['family']}`, modality {facts['modality']}; codebook {spec['codebook_size']} x "
         f"{spec['num_codebooks']}; {spec['token_rate']:g} {spec['token_rate_unit']}; "
-        f"{spec['bitrate']:.4g} {spec['bitrate_unit']}",
+        f"{spec['bitrate']:.4g} {spec['bitrate_unit']}" +
+        (" (the video spec's convention: frames of 256x256; a clip at the model's own size is counted below)"
+         if facts["modality"] == "video" else ""),
         f"- architecture: `config.json` in this folder; {training.get('num_parameters', 'n/a')} parameters, "
         "stored as float16 (loaded into float32)",
         "",
