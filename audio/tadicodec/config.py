@@ -18,6 +18,14 @@ def _pos(name: str, value) -> None:
         raise ValueError(f"TaDiCodecConfig.{name} must be a positive int, got {value!r}")
 
 
+def _unit(name: str, value, interval: str) -> None:
+    """``value`` must be a real number in ``interval`` (``"[0, 1]"`` or ``"[0, 1)"``)."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value
+    ok = ok and (value < 1 if interval.endswith(")") else value <= 1)
+    if not ok:
+        raise ValueError(f"TaDiCodecConfig.{name} must be a number in {interval}, got {value!r}")
+
+
 @dataclass
 class VocosConfig(ConfigBase):
     """The Vocos vocoder (release: top-level ``model.vocos``): normalised mel ``[B, input_channels, T]`` ->
@@ -133,6 +141,13 @@ class TaDiCodecConfig(ConfigBase):
             raise ValueError(f"TaDiCodecConfig.rescale must lie in [0, 1], got {self.rescale}")
         if self.guidance_scale < 0:
             raise ValueError(f"TaDiCodecConfig.guidance_scale must be >= 0, got {self.guidance_scale}")
+        for name in ("cond_drop_p", "context_drop_p"):
+            _unit(name, getattr(self, name), "[0, 1]")
+        _unit("sigma", self.sigma, "[0, 1)")
+        for name in ("rope_theta", "rms_norm_eps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"TaDiCodecConfig.{name} must be a finite number > 0, got {v!r}")
         if self.text_tokenizer_json is not None and not isinstance(self.text_tokenizer_json, str):
             raise TypeError("TaDiCodecConfig.text_tokenizer_json must be the tokenizer.json text or None")
 

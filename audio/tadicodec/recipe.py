@@ -6,9 +6,14 @@ docs/models/tadicodec.md):
 - mel of the crop -> encoder -> linear down-sampling x8 -> Linear -> l2 norm -> BSQ (straight-through) ->
   Linear -> linear up-sampling back to the mel length (``size=T``, as in training) = the per-frame condition;
 - flow path ``x_t = (1 - (1 - sigma) t) z + t x`` on the TARGET frames with ``t ~ U(0, 1)`` clamped to
-  ``[1e-5, 1]`` per item; with probability ``1 - context_drop_p`` each item keeps a clean prompt prefix of
-  ``randint(min(T // 4, 5), int(0.4 T))`` frames, else none; with probability ``cond_drop_p`` the condition is
-  zeroed for the whole batch;
+  ``[1e-5, 1]`` per item; one draw per batch, as in the reference, decides the prompt: with probability
+  ``1 - context_drop_p`` every item of the batch keeps a clean prompt prefix (its length
+  ``randint(min(T // 4, 5), int(0.4 T))`` frames drawn per item), else no item has one; with probability
+  ``cond_drop_p`` (another draw per batch) the condition is zeroed for the whole batch;
+- held-out evaluation (``mode="eval"``, used by :meth:`TaDiCodecRecipe.evaluate`) never drops the condition and
+  gives every item the same clean prompt of :func:`eval_prompt_frames` frames (the middle of the training range);
+  flow times and noise come from a generator seeded by ``train.seed``, so the number is comparable across
+  evaluations and measures the conditional flow loss the tokens are trained for;
 - loss: L1 between the predicted flow and ``x - (1 - sigma) z`` on target frames, averaged over mel bins, summed and
   divided by the number of target frames; plus the BSQ entropy regulariser (here vector-quantize-pytorch's LFQ
   entropy with weight 1, diversity 1, inverse temperature 1: the same structure as bsq-vit's
@@ -23,7 +28,13 @@ utterance kept (longer files are skipped and counted: a crop would no longer mat
 tokenized with the model's text tokenizer (``text_tokenizer``: a ``tokenizer.json``, stored in the saved config)
 and the decoder is always given the text in training, as in the reference. Utterances differ in length, so a
 text-conditioned run takes batches of one utterance per process (``train.batch_size: 1``; use ``grad_accum`` for a
-larger effective batch).
+larger effective batch). The recipe's default model is text-free (``use_text_cond: false``), unlike the release:
+a text-conditioned run needs a tokenizer, which has no default.
+
+Loss normalisation over processes: text-free, the flow loss is averaged over the target frames of the GLOBAL batch,
+so N processes with batch B train as one process with batch N B. Text-conditioned (one utterance per process and
+micro-batch), each utterance's loss is averaged over its own target frames and the processes' losses are averaged,
+as the reference does per GPU: N processes then train as one process with ``grad_accum`` N.
 """
 
 from __future__ import annotations
@@ -44,7 +55,16 @@ from .config import TaDiCodecConfig
 from .model import TaDiCodec
 
 __all__ = ["TaDiCodecRecipe", "TaDiCodecRecipeConfig", "TaDiCodecVocoderRecipe", "TaDiCodecVocoderRecipeConfig",
-           "flow_matching_losses", "inverse_sqrt_factor"]
+           "flow_matching_losses", "inverse_sqrt_factor", "eval_prompt_frames", "LOSS_MODES"]
+
+LOSS_MODES = ("train", "eval")
+
+
+def _finite(name: str, value, lo: float, lo_open: bool = False) -> None:
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and (
+        value > lo if lo_open else value >= lo)
+    if not ok:
+        raise ValueError(f"recipe.{name} must be a finite number {'>' if lo_open else '>='} {lo:g}, got {value!r}")
 
 
 @dataclass
@@ -67,13 +87,20 @@ class TaDiCodecRecipeConfig(ConfigBase):
         if self.text_tokenizer is not None and not Path(self.text_tokenizer).exists():
             raise ValueError(f"text_tokenizer {self.text_tokenizer}: no such file or folder")
         min_seconds = 2 * self.model.samples_per_token / self.model.sample_rate
+        _finite("segment_seconds", self.segment_seconds, 0.0)
         if not self.segment_seconds >= min_seconds:
-            raise ValueError(f"segment_seconds must be >= {min_seconds:g} (two tokens), got {self.segment_seconds}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            raise ValueError(f"recipe.segment_seconds must be >= {min_seconds:g} (two tokens), got "
+                             f"{self.segment_seconds}")
+        _finite("lr", self.lr, 0.0, lo_open=True)
+        _finite("weight_decay", self.weight_decay, 0.0)
+        _finite("vq_loss_weight", self.vq_loss_weight, 0.0)
         if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be an int >= 0, got {self.warmup_steps!r}")
-        self.betas = tuple(self.betas)
+            raise ValueError(f"recipe.warmup_steps must be an int >= 0, got {self.warmup_steps!r}")
+        if (not isinstance(self.betas, (list, tuple)) or len(self.betas) != 2
+                or not all(not isinstance(b, bool) and isinstance(b, (int, float)) and 0 <= b < 1
+                           for b in self.betas)):
+            raise ValueError(f"recipe.betas must be two numbers in [0, 1), got {self.betas!r}")
+        self.betas = tuple(float(b) for b in self.betas)
 
     @property
     def segment_samples(self) -> int:
@@ -88,18 +115,37 @@ def inverse_sqrt_factor(step: int, warmup: int) -> float:
     return 1.0 / math.sqrt((step + timescale - warmup) / timescale)
 
 
+def eval_prompt_frames(frames: int) -> int:
+    """Clean prompt length of every item in held-out evaluation (``mode="eval"``) for a ``frames``-frame mel:
+    the middle of the training range ``[min(T // 4, 5), int(0.4 T))``, i.e. ``(lo + hi) // 2`` (8 of 32 frames,
+    40 of 200)."""
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+        raise ValueError(f"frames must be a positive int, got {frames!r}")
+    lo, hi = min(frames // 4, 5), int(frames * 0.4)
+    return int(min((lo + hi) // 2, max(hi - 1, lo)))
+
+
 def flow_matching_losses(core: TaDiCodec, mel: torch.Tensor, generator: Optional[torch.Generator] = None,
                          text_ids: Optional[torch.Tensor] = None,
-                         generators: Optional[Sequence[torch.Generator]] = None) -> Dict[str, torch.Tensor]:
+                         generators: Optional[Sequence[torch.Generator]] = None,
+                         mode: str = "train") -> Dict[str, torch.Tensor]:
     """The reference's training losses on normalised mels ``[B, T, mels]`` (see the module docstring).
 
     ``generators`` (one per item, :func:`zoo.train.item_generators`): the per-item draws (flow time, noise, prompt
     length) come from them, so they do not depend on how a batch is split over processes; the per-batch decisions
     (drop the prompt, drop the condition) then come from ``generator``, which must be the same on every process
     (:func:`zoo.train.step_generator`). Without ``generators`` everything is drawn from ``generator``.
+    ``mode``: ``"train"`` (the reference's draws, above) or ``"eval"``: the condition is never dropped and every
+    item keeps a clean prompt of :func:`eval_prompt_frames` frames; flow times and noise are still drawn (pass a
+    freshly seeded ``generator`` for a fixed draw).
     Returns ``diff_loss`` (flow L1 averaged over the target frames), its numerator ``diff_sum`` and denominator
-    ``target_frames``, ``vq_loss`` (BSQ regulariser, 0 in eval mode) and ``ids``.
+    ``target_frames``, ``vq_loss`` (BSQ regulariser, 0 when the model is in eval mode) and ``ids``.
     """
+    if mode not in LOSS_MODES:
+        raise ValueError(f"mode must be one of {LOSS_MODES}, got {mode!r}")
+    if not isinstance(mel, torch.Tensor) or mel.ndim != 3 or mel.shape[-1] != core.config.mel_dim:
+        raise ValueError(f"mel must be a [B, T, {core.config.mel_dim}] tensor, got "
+                         f"{tuple(mel.shape) if isinstance(mel, torch.Tensor) else type(mel).__name__}")
     c = core.config
     B, T, _ = mel.shape
     dev = mel.device
@@ -127,7 +173,9 @@ def flow_matching_losses(core: TaDiCodec, mel: torch.Tensor, generator: Optional
         z = torch.randn(mel.shape, generator=generator, device="cpu" if generator is not None else dev).to(dev)
     else:
         z = per_item(generators, lambda g: torch.randn(mel.shape[1:], generator=g)).to(dev)
-    if float(rand(1)) > c.context_drop_p:
+    if mode == "eval":
+        prompt_len = torch.full((B,), eval_prompt_frames(T), dtype=torch.long, device=dev)
+    elif float(rand(1)) > c.context_drop_p:
         lo, hi = min(T // 4, 5), int(T * 0.4)
         prompt_len = (lo + (rand_items() * max(hi - lo, 1)).long()).clamp(max=max(hi - 1, lo))
     else:
@@ -135,7 +183,7 @@ def flow_matching_losses(core: TaDiCodec, mel: torch.Tensor, generator: Optional
     target = (torch.arange(T, device=dev)[None] >= prompt_len[:, None]).float()[..., None]  # 1 = target frame
     tt = t[:, None, None]
     xt = ((1 - (1 - c.sigma) * tt) * z + tt * mel) * target + mel * (1 - target)
-    if float(rand(1)) < c.cond_drop_p:
+    if mode == "train" and float(rand(1)) < c.cond_drop_p:
         cond = torch.zeros_like(cond)
     text = None
     if c.use_text_cond:  # the reference always conditions a text model on its transcript in training
@@ -217,10 +265,12 @@ class TaDiCodecRecipe(Recipe):
                                    generators=item_generators(self.train.seed, ctx.step, batch["index"]))
         diff = out["diff_loss"]
         acc = ctx.accelerator
-        if acc.num_processes > 1:
-            # the flow loss is averaged over the target frames of the GLOBAL batch (prompts differ in length, so
-            # per-process averages weighted equally would weight frames differently than one process does); the
-            # mean over processes that average_gradients takes then equals the one-process gradient
+        if acc.num_processes > 1 and not core.config.use_text_cond:
+            # text-free: the flow loss is averaged over the target frames of the GLOBAL batch (prompts differ in
+            # length, so per-process averages weighted equally would weight frames differently than one process
+            # does); the mean over processes that average_gradients takes then equals the one-process gradient.
+            # Text-conditioned (one utterance per process and micro-batch): each utterance's own average, as the
+            # reference per GPU, so N processes equal one process with grad_accum N (see the module docstring)
             frames = acc.reduce(out["target_frames"].reshape(1).clone(), reduction="sum")[0]
             diff = out["diff_sum"] * acc.num_processes / frames.clamp(min=1)
         loss = diff + self.config.vq_loss_weight * out["vq_loss"]
@@ -232,9 +282,12 @@ class TaDiCodecRecipe(Recipe):
                 "vq_loss": float(out["vq_loss"].detach()), "utilization": used}
 
     def evaluate(self, ctx, batch) -> Dict[str, float]:
+        """Held-out flow loss in ``mode="eval"``: condition always kept, the fixed prompt of
+        :func:`eval_prompt_frames`, flow times and noise from a generator seeded by ``train.seed``."""
         core: TaDiCodec = ctx.unwrap()
         mel, text_ids = self._inputs(core, batch)
-        out = flow_matching_losses(core, mel, torch.Generator().manual_seed(self.train.seed), text_ids=text_ids)
+        out = flow_matching_losses(core, mel, torch.Generator().manual_seed(self.train.seed), text_ids=text_ids,
+                                   mode="eval")
         return {"recon_loss": float(out["diff_loss"])}
 
 

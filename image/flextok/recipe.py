@@ -42,6 +42,8 @@ from .model import FlexTok, FlexTransformer, SequenceUnpacker, _get
 __all__ = ["FlexTokRecipeConfig", "FlexTokRecipe", "flow_matching_loss", "sample_keep_k", "RepaTarget"]
 
 KEEP_K_MODES = ("uniform", "pow2", "uniform_pow2")
+#: diffusers' AutoencoderKL default, used when a VAE release's config.json has no scaling_factor
+DIFFUSERS_SCALING_FACTOR = 0.18215
 #: torchvision VisionTransformer arguments of ViT-B/16 (the default target when only ``repa_weights`` is given)
 VIT_B16 = {"image_size": 224, "patch_size": 16, "num_layers": 12, "num_heads": 12, "hidden_dim": 768,
            "mlp_dim": 3072}
@@ -62,8 +64,8 @@ class FlexTokRecipeConfig(ConfigBase):
     cfg_dropout_prob: null-condition probability (None = the model config's ``dropout_prob``).
     vae_weights: the frozen VAE's weights (a ``FlexTok.from_official``-loadable diffusers folder or
     ``.safetensors``); None keeps the VAE of the model config as built (random unless warm-started with
-    ``--init``), recorded in the notes. repa_weights / repa_arch / repa_weight / repa_proj_dim: the REPA term.
-    eval_steps_decode: unused by the loss; kept small for held-out sampling checks.
+    ``--init``), recorded in the notes. repa_weights / repa_arch / repa_weight / repa_proj_dim: the REPA term
+    (off, and recorded, without repa_weights or with repa_weight 0).
     """
 
     model: FlexTokConfig = field(default_factory=FlexTokConfig)
@@ -95,6 +97,14 @@ class FlexTokRecipeConfig(ConfigBase):
                 raise ValueError(f"recipe.architecture: unknown arguments {unknown}; known: {sorted(known)}")
             if self.vae_weights is None:
                 self.model = FlexTokConfig.from_official(official_config(**self.architecture))
+            else:  # the VAE release fixes its architecture, latent channels and scaling factor
+                if not isinstance(self.vae_weights, str):
+                    raise TypeError(f"recipe.vae_weights must be a path string or null, got "
+                                    f"{type(self.vae_weights).__name__}")
+                ae = vae_release_config(self.vae_weights)
+                arch = {**self.architecture, "latent_channels": int(ae["latent_channels"]),
+                        "scaling_factor": float(ae.get("scaling_factor", DIFFUSERS_SCALING_FACTOR))}
+                self.model = FlexTokConfig.from_official(official_config(**arch), ae)
         if not isinstance(self.model, FlexTokConfig):
             raise TypeError(f"recipe.model must be a FlexTokConfig or mapping, got {type(self.model).__name__}")
         for name in ("lr", "weight_decay", "repa_weight"):
@@ -137,6 +147,28 @@ class FlexTokRecipeConfig(ConfigBase):
 
 
 # ============================================================================================== pieces
+
+
+def vae_release_config(vae_weights: str) -> Dict[str, Any]:
+    """The diffusers ``AutoencoderKL`` config (``config.json``) of a FlexTok VAE release given as ``vae_weights``:
+    its folder, or its ``diffusion_pytorch_model.safetensors`` with ``config.json`` beside it."""
+    import json
+
+    path = Path(vae_weights)
+    cfg = path / "config.json" if path.is_dir() else path.parent / "config.json"
+    if not path.exists():
+        raise ValueError(f"recipe.vae_weights {vae_weights}: no such file or folder")
+    if not cfg.is_file():
+        raise ValueError(f"recipe.vae_weights {vae_weights}: no config.json (a FlexTok VAE release is a diffusers "
+                         "folder: config.json + diffusion_pytorch_model.safetensors)")
+    try:
+        ae = json.loads(cfg.read_text())
+    except ValueError as exc:
+        raise ValueError(f"recipe.vae_weights: {cfg} is not valid JSON: {exc}") from exc
+    if not isinstance(ae, dict) or ae.get("_class_name", "AutoencoderKL") != "AutoencoderKL" \
+            or "latent_channels" not in ae:
+        raise ValueError(f"recipe.vae_weights: {cfg} is not a diffusers AutoencoderKL config (the FlexTok VAE format)")
+    return ae
 
 
 def sample_keep_k(n: int, batch: int, mode: str, generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -286,10 +318,8 @@ class FlexTokRecipe(Recipe):
             vae = FlexTok.from_official(c.vae_weights)
             if not isinstance(vae, FlexTokVAE):
                 raise ValueError(f"vae_weights {c.vae_weights} is not a FlexTok VAE release")
-            if c.architecture is not None:  # the VAE release fixes channels, scaling factor and architecture
-                arch = {**c.architecture, "latent_channels": int(vae.config.autoencoder["latent_channels"]),
-                        "scaling_factor": float(vae.vae.scaling_factor)}
-                c.model = FlexTokConfig.from_official(official_config(**arch), dict(vae.config.autoencoder))
+            # (with ``architecture`` the config already took the release's VAE architecture, channels and scaling
+            # factor in __post_init__, so data_config() sees the right image size too)
         torch.manual_seed(self.train.seed)
         model = FlexTok(c.model)
         if vae is not None:
@@ -306,8 +336,11 @@ class FlexTokRecipe(Recipe):
 
     def build_aux_modules(self):
         c = self.config
-        if c.repa_weights is None or c.repa_weight == 0:
+        if c.repa_weights is None:
             self.notes.append("REPA off: no repa_weights given (the paper aligns decoder features with DINOv2-L)")
+            return {}
+        if c.repa_weight == 0:
+            self.notes.append(f"REPA off: repa_weight is 0 (repa_weights {c.repa_weights} not used)")
             return {}
         trans = [m for m in c.model.decoder if m["_target_"].endswith("FlexTransformer")
                  and m.get("intermediate_layer_write_key")]

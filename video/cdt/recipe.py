@@ -13,15 +13,20 @@ parametrisation implemented here:
 
 Choices (not given by the paper, stated in docs/models/cdt.md): KL weight 1e-6 (KL summed over latent elements,
 averaged over the batch, as the LDM/VidTok convention), LPIPS weight w = 0.5, AdamW lr 1e-4 with a linear
-warm-up. The LPIPS term is used only when torchvision's VGG16 weights are present in the torch hub cache
-(nothing is downloaded); otherwise w is treated as 0 and that is recorded in ``recipe.notes``.
+warm-up. The LPIPS term needs the backbone's weights, which are never downloaded: ``lpips_weights`` (a file with a
+torchvision ``vgg16`` / ``alexnet`` / ``squeezenet1_1`` state dict, or a whole ``lpips.LPIPS`` state dict; read
+with ``torch.load(weights_only=True)`` or safetensors), else torchvision's file in the torch hub cache. Without
+either, w is treated as 0; whether the term is on or off, and why, is recorded in ``recipe.notes`` (saved in
+``training.json``).
 ``cdt-fsq`` fine-tunes encoder, quantizer projections and decoder without the KL term (warm-start with
-``--init`` from a ``cdt`` or ``cdt-fsq`` model).
+``--init`` from a ``cdt`` or ``cdt-fsq`` model whose configuration matches ``recipe.model``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -36,13 +41,17 @@ from .fsq import CDTFSQConfig, CDTFSQTokenizer
 from .model import CDTTokenizer, cosine_alphas_cumprod
 
 __all__ = ["CDTRecipe", "CDTRecipeConfig", "CDTFSQRecipe", "CDTFSQRecipeConfig", "diffusion_inputs",
-           "item_generators", "average_gradients"]
+           "item_generators", "average_gradients", "load_lpips"]
 
 
-def _check_number(name, v, lo=0.0, hi=None):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < lo or (hi is not None and v > hi):
-        rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise ValueError(f"{name} must be a number in {rng}, got {v!r}")
+def _check_number(name, v, lo=0.0, hi=None, lo_open=False):
+    """A finite real number in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``; no upper bound when ``hi`` is None)."""
+    ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+    ok = ok and (v > lo if lo_open else v >= lo) and (hi is None or v <= hi)
+    if not ok:
+        left = "(" if lo_open else "["
+        rng = f"{left}{lo:g}, {hi:g}]" if hi is not None else f"{'>' if lo_open else '>='} {lo:g}"
+        raise ValueError(f"recipe.{name} must be a finite number {'in ' if hi is not None else ''}{rng}, got {v!r}")
 
 
 @dataclass
@@ -56,6 +65,7 @@ class CDTRecipeConfig(ConfigBase):
     kl_weight: float = 1e-6
     lpips_weight: float = 0.5
     lpips_net: str = "vgg"
+    lpips_weights: Optional[str] = None  # backbone (torchvision) or whole LPIPS state dict; None: torch hub cache
     random_flip: bool = True
 
     def __post_init__(self):
@@ -67,14 +77,20 @@ class CDTRecipeConfig(ConfigBase):
         if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size < sf \
                 or self.image_size % sf:
             raise ValueError(f"image_size must be a positive multiple of {sf}, got {self.image_size!r}")
-        _check_number("lr", self.lr)
+        _check_number("lr", self.lr, lo_open=True)
         _check_number("weight_decay", self.weight_decay)
         _check_number("kl_weight", self.kl_weight)
         _check_number("lpips_weight", self.lpips_weight, 0.0, 1.0)
         if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be an int >= 0, got {self.warmup_steps!r}")
         if self.lpips_net not in ("vgg", "alex", "squeeze"):
-            raise ValueError(f"lpips_net must be 'vgg', 'alex' or 'squeeze', got {self.lpips_net!r}")
+            raise ValueError(f"recipe.lpips_net must be 'vgg', 'alex' or 'squeeze', got {self.lpips_net!r}")
+        if self.lpips_weights is not None:
+            if not isinstance(self.lpips_weights, (str, Path)):
+                raise TypeError(f"recipe.lpips_weights must be a path or null, got {type(self.lpips_weights).__name__}")
+            self.lpips_weights = str(self.lpips_weights)
+            if not Path(self.lpips_weights).is_file():
+                raise ValueError(f"recipe.lpips_weights {self.lpips_weights}: no such file")
 
 
 @dataclass
@@ -85,7 +101,50 @@ class CDTFSQRecipeConfig(CDTRecipeConfig):
     def __post_init__(self):
         super().__post_init__()
         if self.kl_weight != 0:
-            raise ValueError("cdt-fsq trains without the KL term: kl_weight must be 0")
+            raise ValueError("cdt-fsq trains without the KL term: recipe.kl_weight must be 0")
+
+
+def load_lpips(net: str, weights) -> "torch.nn.Module":
+    """An ``lpips.LPIPS`` (v0.1, linear heads from the ``lpips`` wheel) whose ``net`` backbone comes from the file
+    ``weights``: a torchvision ``vgg16`` / ``alexnet`` / ``squeezenet1_1`` state dict (``features.*`` keys;
+    ``classifier.*`` ignored) or a whole ``lpips.LPIPS`` state dict (``net.slice*`` and ``lin*`` keys, which then
+    replace the wheel's heads too). ``.safetensors`` or a ``torch.save`` file (``torch.load(weights_only=True)``).
+    Every backbone weight must be present."""
+    import lpips
+
+    from zoo.registry import load_state_strict
+
+    path = Path(weights)
+    if not path.is_file():
+        raise ValueError(f"lpips_weights {path}: no such file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"lpips_weights {path.name}: expected a state dict of tensors")
+    # pnet_rand: build the backbone without asking torchvision for its (downloaded) weights
+    model = lpips.LPIPS(net=net, pnet_rand=True, verbose=False)
+    if any(k.startswith("net.slice") for k in state):  # a whole LPIPS state dict
+        load_state_strict(model, state, source=f"lpips_weights {path.name}")
+        return model
+    mapped = {}
+    for name in model.net.state_dict():  # "slice{k}.{i}.<rest>" <- torchvision "features.{i}.<rest>"
+        src = "features." + name.split(".", 1)[1]
+        if src in state:
+            mapped[name] = state[src]
+    missing = sorted("features." + n.split(".", 1)[1] for n in model.net.state_dict() if n not in mapped)
+    extra = sorted(k for k in state if not k.startswith(("features.", "classifier.")))
+    if missing or extra:
+        raise ValueError(f"lpips_weights {path.name} is not a torchvision {net} backbone state dict (nor a whole "
+                         f"LPIPS one): missing {missing[:4]}{' ...' if len(missing) > 4 else ''}, unexpected "
+                         f"{extra[:4]}{' ...' if len(extra) > 4 else ''}")
+    load_state_strict(model.net, mapped, source=f"lpips_weights {path.name}")
+    return model
 
 
 def diffusion_inputs(x0: torch.Tensor, alphas_cumprod: torch.Tensor, generator: Optional[torch.Generator] = None,
@@ -122,16 +181,25 @@ class CDTRecipe(Recipe):
         self._ac = torch.tensor(cosine_alphas_cumprod(config.model.num_timesteps), dtype=torch.float32)
         self._lpips = None
         self.lpips_active = False
-        if config.lpips_weight > 0:
+        rest = "the diffusion MSE" + (" + KL" if not self.quantized and config.kl_weight > 0 else "")
+        if config.lpips_weight == 0:
+            self.notes.append(f"LPIPS term off (lpips_weight 0): the loss is {rest}")
+        elif config.lpips_weights is not None:
+            self.lpips_active = True
+            self.notes.append(f"LPIPS term on: weight {config.lpips_weight}, {config.lpips_net} weights from "
+                              f"lpips_weights {config.lpips_weights}")
+        else:
             from zoo.metrics.image import lpips_backbone_path
 
             path = lpips_backbone_path(config.lpips_net)
             if path.is_file():
                 self.lpips_active = True
+                self.notes.append(f"LPIPS term on: weight {config.lpips_weight}, {config.lpips_net} backbone from "
+                                  f"the torch hub cache {path}")
             else:
                 self.notes.append(f"LPIPS term disabled (weight {config.lpips_weight} treated as 0): no "
-                                  f"{config.lpips_net} backbone weights at {path}; the loss is the diffusion MSE"
-                                  + (" + KL" if not self.quantized and config.kl_weight > 0 else ""))
+                                  f"lpips_weights given and no {config.lpips_net} backbone weights at {path}; the "
+                                  f"loss is {rest}")
         if self.quantized:
             self.notes.append("cdt-fsq: FSQ on the posterior mean, no KL term")
 
@@ -160,10 +228,37 @@ class CDTRecipe(Recipe):
         if self._lpips is None:
             import lpips
 
-            self._lpips = lpips.LPIPS(net=self.config.lpips_net, verbose=False).eval()
+            if self.config.lpips_weights is None:  # torchvision reads the backbone from the torch hub cache
+                self._lpips = lpips.LPIPS(net=self.config.lpips_net, verbose=False)
+            else:
+                self._lpips = load_lpips(self.config.lpips_net, self.config.lpips_weights)
+            self._lpips.eval()
             for p in self._lpips.parameters():
                 p.requires_grad_(False)
         return self._lpips.to(device)
+
+    # ------------------------------------------------------------------ warm start
+    def _check_init_config(self, model, pretrained) -> None:
+        """Refuse a ``--init`` checkpoint whose CDT configuration differs from ``recipe.model`` (sampling,
+        chunking and padding fields included: they are not in the weights, so a strict state copy would not
+        notice, and the run would silently train and save another model than the checkpoint)."""
+        mine, theirs = model.config, getattr(pretrained, "config", None)
+        if not isinstance(theirs, CDTConfig):
+            raise TypeError(f"--init checkpoint has no CDT config (got {type(pretrained).__name__})")
+        diff = [f"{f.name} (checkpoint {getattr(theirs, f.name)!r}, recipe {getattr(mine, f.name)!r})"
+                for f in fields(CDTConfig) if getattr(theirs, f.name) != getattr(mine, f.name)]
+        if diff:
+            raise ValueError("the --init checkpoint's CDT configuration differs from recipe.model in "
+                             + "; ".join(diff) + ": set these fields of recipe.model to the checkpoint's values")
+
+    def warm_start(self, model, pretrained) -> None:
+        """From a ``cdt`` model of the same configuration: strict copy of every weight."""
+        from zoo.registry import load_state_strict
+
+        if not isinstance(pretrained, CDTTokenizer) or isinstance(pretrained, CDTFSQTokenizer):
+            raise TypeError(f"cdt warm-starts from a cdt tokenizer, got {type(pretrained).__name__}")
+        self._check_init_config(model, pretrained)
+        load_state_strict(model, pretrained.state_dict(), source="--init checkpoint")
 
     # ------------------------------------------------------------------ losses
     def latent(self, core: CDTTokenizer, x0: torch.Tensor, sample: bool, generator=None, generators=None):
@@ -257,6 +352,11 @@ class CDTFSQRecipe(CDTRecipe):
         weight and the identity-like projection init of :meth:`CDTFSQTokenizer.init_projections`."""
         from zoo.registry import load_state_strict
 
+        if isinstance(pretrained, CDTTokenizer):
+            self._check_init_config(model, pretrained)
+            if isinstance(pretrained, CDTFSQTokenizer) and pretrained.config.levels != model.config.levels:
+                raise ValueError(f"the --init cdt-fsq checkpoint has levels {pretrained.config.levels}, "
+                                 f"recipe.model.levels is {model.config.levels}: set recipe.model.levels to match")
         if isinstance(pretrained, CDTFSQTokenizer):
             load_state_strict(model, pretrained.state_dict(), source="--init checkpoint")
         elif isinstance(pretrained, CDTTokenizer):

@@ -15,11 +15,28 @@ def tiny_config(**overrides):
     return TaDiCodecConfig(**kw)
 
 
-def word_tokenizer_json() -> str:
-    """A tiny word-level tokenizer.json (lower-case words, whitespace split) built with the tokenizers library."""
+# transcripts of the English clips in ../shared/data/audio/speech (from its DATA.md)
+TRANSCRIPTS = {
+    "en_real_arctic_a0007.wav": "And you always want to see it in the superlative degree.",
+    "en_real_arctic_a0009.wav": "He turned sharply, and faced Gregson across the table.",
+    "en_real_pyannote_diane.wav": "Oh, I'm originally from Chicago also. I'm in New Jersey now though.",
+    "en_real_pyannote_sheila.wav": "And I'm Sheila in Texas, originally from Chicago.",
+    "en_real_trump0.wav": "In short, we embarked on a mission to make America great again.",
+    "en_synth_espeak_us_male.wav": "The quick brown fox jumps over the lazy dog near the river bank.",
+    "en_synth_espeak_gb_female.wav": "Please call Stella and ask her to bring these things with her from the store.",
+}
+
+
+def word_tokenizer_json(texts=None) -> str:
+    """A tiny word-level tokenizer.json (lower-case words, whitespace / punctuation split) built with the
+    tokenizers library: ``[UNK]`` + the words of ``texts`` (default: a fixed ten-word list)."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
-    words = ["[UNK]", "hello", "world", "this", "is", "a", "test", "prompt", "speech", "."]
+    if texts is None:
+        words = ["[UNK]", "hello", "world", "this", "is", "a", "test", "prompt", "speech", "."]
+    else:
+        split = pre_tokenizers.Whitespace()
+        words = ["[UNK]"] + sorted({w for t in texts for w, _ in split.pre_tokenize_str(t.lower())})
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import pytest
@@ -24,6 +25,91 @@ def test_config_checks_and_schedule():
     assert cfg.model.hidden_size == 32 and cfg.segment_samples == 96000
     assert inverse_sqrt_factor(0, 10) == 0.0 and inverse_sqrt_factor(5, 10) == 0.5
     assert inverse_sqrt_factor(10, 10) == 1.0 and inverse_sqrt_factor(40, 10) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(cond_drop_p=1.5), r"cond_drop_p must be a number in \[0, 1\]"),
+    (dict(context_drop_p=-1), r"context_drop_p must be a number in \[0, 1\]"),
+    (dict(cond_drop_p=float("nan")), r"cond_drop_p must be a number in \[0, 1\]"),
+    (dict(sigma=2), r"sigma must be a number in \[0, 1\)"),
+    (dict(sigma=1.0), r"sigma must be a number in \[0, 1\)"),
+    (dict(rope_theta=0), r"rope_theta must be a finite number > 0"),
+])
+def test_model_config_rejects_out_of_range_training_values(bad, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_config(use_text_cond=False, **bad)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(vq_loss_weight=float("nan")), r"recipe.vq_loss_weight must be a finite number >= 0"),
+    (dict(vq_loss_weight=-0.5), r"recipe.vq_loss_weight must be a finite number >= 0"),
+    (dict(lr=float("inf")), r"recipe.lr must be a finite number > 0"),
+    (dict(lr=0.0), r"recipe.lr must be a finite number > 0"),
+    (dict(weight_decay=-1), r"recipe.weight_decay must be a finite number >= 0"),
+    (dict(betas=(2, 3)), r"recipe.betas must be two numbers in \[0, 1\)"),
+    (dict(betas=(0.9,)), r"recipe.betas must be two numbers in \[0, 1\)"),
+    (dict(segment_seconds=float("inf")), r"recipe.segment_seconds must be a finite number"),
+])
+def test_recipe_config_rejects_out_of_range_values(bad, match):
+    with pytest.raises(ValueError, match=match):
+        TaDiCodecRecipeConfig(model=tiny_config(use_text_cond=False), **bad)
+    assert TaDiCodecRecipeConfig(model=tiny_config(use_text_cond=False), betas=[0.8, 0.99]).betas == (0.8, 0.99)
+
+
+class _Ctx:
+    def __init__(self, model):
+        self.model = model
+
+    def unwrap(self, name="model"):
+        return self.model
+
+
+def test_evaluate_keeps_the_condition_and_a_fixed_prompt_for_every_batch_size():
+    """The held-out loss is the conditional flow loss: whatever cond_drop_p / context_drop_p say (even 1.0, which
+    drops the condition / prompt at every training step) and whatever the batch size, the decoder gets the token
+    condition and every item the same clean prompt of eval_prompt_frames(T) frames."""
+    from audio.tadicodec import TaDiCodec
+    from audio.tadicodec.recipe import eval_prompt_frames
+
+    from .conftest import randomize
+
+    assert [eval_prompt_frames(t) for t in (1, 8, 32, 200)] == [0, 2, 8, 42]
+    with pytest.raises(ValueError, match="frames must be a positive int"):
+        eval_prompt_frames(0)
+    torch.manual_seed(0)
+    weights = randomize(TaDiCodec(tiny_config(use_text_cond=False))).state_dict()
+    g = torch.Generator().manual_seed(3)
+    wav = 0.1 * torch.randn(8, 1, 15360, generator=g)  # 0.64 s: 32 mel frames, 4 tokens
+    losses = {}
+    for drop in (0.0, 0.2, 1.0):
+        model = TaDiCodec(tiny_config(use_text_cond=False, cond_drop_p=drop, context_drop_p=drop))
+        model.load_state_dict(weights)
+        model.eval()
+        recipe = TaDiCodecRecipe(TaDiCodecRecipeConfig(model=model.config, segment_seconds=0.64),
+                                 TrainConfig(max_steps=1, batch_size=2, seed=0))
+        seen = []
+        hook = model.decoder.register_forward_pre_hook(lambda m, a, kw: seen.append((a[0], kw["cond"])),
+                                                       with_kwargs=True)
+        try:
+            for b in (2, 4, 8):
+                with torch.no_grad():
+                    losses[drop, b] = recipe.evaluate(_Ctx(model), {"x": wav[:b]})["recon_loss"]
+                    mel = model.mel(wav[:b, 0])
+                    xt, cond = seen[-1]
+                    # the condition the decoder saw is the tokens' up-sampled embedding, not zeros
+                    expected = model.token_condition(model.encode_mel(mel))["cond"]
+                assert cond.abs().sum() > 0 and torch.allclose(cond, expected, atol=1e-5), (drop, b)
+                p = eval_prompt_frames(mel.shape[1])
+                assert mel.shape[1] == 32 and p == 8
+                assert torch.equal(xt[:, :p], mel[:, :p])  # clean prompt on every item
+                assert not torch.isclose(xt[:, p:], mel[:, p:]).all(dim=-1).any()  # noised target frames
+        finally:
+            hook.remove()
+    for b in (2, 4, 8):
+        assert losses[0.0, b] == losses[0.2, b] == losses[1.0, b], losses
+        assert math.isfinite(losses[0.0, b]) and losses[0.0, b] > 0
+    with pytest.raises(ValueError, match="mode must be one of"):
+        flow_matching_losses(model, mel, mode="test")
 
 
 def test_losses_are_finite_and_reach_every_module():
