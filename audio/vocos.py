@@ -322,7 +322,9 @@ class ISTFTHead(nn.Module):
 
     def spectrum(self, x: torch.Tensor) -> torch.Tensor:
         """The complex spectrum ``[B, n_fft // 2 + 1, T]`` the head predicts from ``x [B, T, dim]``."""
-        h = self.out(x).transpose(1, 2)
+        # the spectrum is built in float32 whatever autocast made of the linear layer: complex tensors (and the
+        # inverse FFT) exist for float32/float64 only, and exp() of a half-precision log-magnitude overflows early
+        h = self.out(x).transpose(1, 2).float()
         log_mag, phase = h.chunk(2, dim=1)
         mag = torch.exp(log_mag).clamp(max=self.mag_clip)
         return torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))

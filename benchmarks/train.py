@@ -10,7 +10,10 @@ of the trained model and the peak resident memory of the process.
 
 Configurations:
 - ``tiny``: the small configurations of the bundled tokenizers (``hub_configs/bundled/*/train.yaml``) where a
-  recipe has one, else the small model its unit tests use (stated per recipe below).
+  recipe has one, else the small model its unit tests use (stated per recipe below). Warm-up phases that a
+  bundled YAML puts first are switched off (:data:`FULL_STEP`), so the timed steps are the recipe's full step:
+  WavTokenizer's starts its quantizer and discriminators at steps 2000 and 100000, which would otherwise time a
+  plain autoencoder step.
 - ``paper``: the recipe's defaults, which follow the original's published training configuration (model size,
   crop/segment size; see each recipe's config class and docs/models/<family>.md), with the per-process batch
   reduced to ``--paper-batch`` (default 1) so that it fits on a CPU; the batch used is printed.
@@ -40,6 +43,8 @@ TFM_ENCODER = ("tfm-mtp", "tfm-classifier")
 PAPER_TOKENIZER = "<paper-size random TFM tokenizer>"
 TINY_YAML = {"wavtokenizer": "wavtokenizer-speech-75", "titok": "titok-tiny-64", "cdt-fsq": "cdt-fsq-tiny-32",
              "tfm": "tfm-tuev-tiny"}
+# recipe settings that make every timed step the full one (quantizer and all discriminators from step 0)
+FULL_STEP = {"wavtokenizer": {"quantizer_start": 0, "discriminator_start": 0}}
 
 
 def _flextok_tiny_model() -> Dict[str, Any]:
@@ -61,7 +66,8 @@ def tiny_config(recipe: str) -> Dict[str, Any]:
 
     if recipe in TINY_YAML:
         cfg = yaml.safe_load((BUNDLED / TINY_YAML[recipe] / "train.yaml").read_text())
-        return {"train": {"batch_size": cfg["train"]["batch_size"]}, "recipe": cfg["recipe"]}
+        return {"train": {"batch_size": cfg["train"]["batch_size"]},
+                "recipe": {**cfg["recipe"], **FULL_STEP.get(recipe, {})}}
     if recipe == "cdt":  # the bundled cdt-fsq model without its quantizer
         cfg = yaml.safe_load((BUNDLED / TINY_YAML["cdt-fsq"] / "train.yaml").read_text())
         model = {k: v for k, v in cfg["recipe"]["model"].items() if k != "levels"}

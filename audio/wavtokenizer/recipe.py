@@ -10,7 +10,10 @@ conditioned on the bandwidth id, drawn uniformly per batch from the AdaLN rows a
 
 Deviation: the released training code wraps a DAC discriminator that its optimiser never updates (a known bug,
 open PR jishengpeng/WavTokenizer#24); here the DAC discriminator is trained like the others
-(``train_dac_discriminator: false`` reproduces the frozen one).
+(``train_dac_discriminator: false`` reproduces the frozen one: it is then a frozen module of the loop, kept out
+of DDP/FSDP, which refuse a module without trainable parameters, and out of the optimiser).
+
+Logged per log window: codebook utilisation and perplexity (the engine sums the quantizer's id histograms).
 """
 
 from __future__ import annotations
@@ -140,17 +143,28 @@ class WavTokenizerRecipe(Recipe):
     def _disc_names(self) -> List[str]:
         return ["mpd", "mrd"] + (["dac"] if self.config.use_dac_discriminator else [])
 
+    def _trained_disc_names(self) -> List[str]:
+        return [n for n in self._disc_names() if n != "dac" or self.config.train_dac_discriminator]
+
     def build_aux_modules(self):
         n = self.config.model.adanorm_num_embeddings
         c = self.config
         mods = {"mpd": MultiPeriodDiscriminator(c.mpd_periods, num_embeddings=n, channels=c.period_channels),
                 "mrd": MultiResolutionDiscriminator(num_embeddings=n)}
-        if self.config.use_dac_discriminator:
-            mods["dac"] = DACDiscriminator(c.dac_periods, c.dac_windows, period_channels=c.period_channels)
-            if not self.config.train_dac_discriminator:
-                mods["dac"].requires_grad_(False)
-                self.notes.append("DAC discriminator frozen (as the released training code effectively does)")
+        if self.config.use_dac_discriminator and self.config.train_dac_discriminator:
+            mods["dac"] = self._dac()
         return mods
+
+    def _dac(self):
+        c = self.config
+        return DACDiscriminator(c.dac_periods, c.dac_windows, period_channels=c.period_channels)
+
+    def build_frozen_modules(self):
+        if not (self.config.use_dac_discriminator and not self.config.train_dac_discriminator):
+            return {}
+        self.notes.append("DAC discriminator frozen at its initial weights (as the released training code "
+                          "effectively does): its terms are in the losses, its weights never change")
+        return {"dac": self._dac().requires_grad_(False)}
 
     def build_optimizers(self, modules):
         c = self.config
@@ -158,7 +172,7 @@ class WavTokenizerRecipe(Recipe):
         def adamw(params):
             return torch.optim.AdamW(params, lr=c.lr, betas=tuple(c.betas), weight_decay=c.weight_decay)
 
-        disc = [p for name in self._disc_names() for p in modules[name].parameters() if p.requires_grad]
+        disc = [p for name in self._trained_disc_names() for p in modules[name].parameters() if p.requires_grad]
         return {"model": adamw(modules["model"].parameters()), "disc": adamw(disc)}
 
     def build_schedulers(self, optimizers):
@@ -209,7 +223,7 @@ class WavTokenizerRecipe(Recipe):
         # discriminators, then the generator with them frozen (audio/gan.py, shared with the vocoder recipe)
         discs = self._discs(ctx)
         d_loss = gan.discriminator_loss(discs, x, y_hat, bw, c.mrd_loss_coeff)
-        trainable = [n for n in self._disc_names() if n != "dac" or c.train_dac_discriminator]
+        trainable = self._trained_disc_names()
         ctx.backward(d_loss)
         ctx.optimizer_step("disc", clip_modules=trainable)
 
@@ -219,11 +233,10 @@ class WavTokenizerRecipe(Recipe):
         g_loss = g_adv + g_fm + c.mel_loss_coeff * mel + c.commit_loss_coeff * commit
         ctx.backward(g_loss)
         ctx.optimizer_step("model")
-        util = q.stats.utilization if q.stats is not None else None
         logs = {"loss": float(g_loss.detach()), "d_loss": float(d_loss.detach()), "mel_loss": float(mel.detach()),
                 "commit_loss": float(commit.detach())}
-        if util is not None:
-            logs["utilization"] = float(util[0] if torch.is_tensor(util) and util.ndim else util)
+        if q.stats is not None:  # utilisation and perplexity over the log window (the engine merges these)
+            logs["codebook"] = q.stats
         return logs
 
     def _warmup_step(self, ctx, x, y_hat, q) -> Dict[str, float]:
@@ -235,9 +248,8 @@ class WavTokenizerRecipe(Recipe):
         ctx.backward(g_loss)
         ctx.optimizer_step("model")
         logs = {"loss": float(g_loss.detach()), "mel_loss": float(mel.detach()), "commit_loss": float(commit.detach())}
-        util = q.stats.utilization if q.stats is not None else None
-        if util is not None:
-            logs["utilization"] = float(util[0] if torch.is_tensor(util) and util.ndim else util)
+        if q.stats is not None:
+            logs["codebook"] = q.stats
         return logs
 
     def evaluate(self, ctx, batch) -> Dict[str, float]:

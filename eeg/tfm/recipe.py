@@ -2,7 +2,8 @@
 
 Follows ``tfm_tokenizer_token_learning.py`` of the original (facts: ../shared/research/tfm.md section 7):
 
-- every channel of a window is one single-channel example; each is divided by its 0.95 quantile of |x| (+1e-8);
+- every channel of a window is one single-channel example (``DataConfig.split_channels``: windows with different
+  channel counts share a batch); each is divided by its 0.95 quantile of |x| (+1e-8);
 - one random mask per batch over the |STFT|: ``int(G * freq_mask_ratio)`` of the ``G = n_freq / freq_bin_size``
   frequency groups and ``int(nT / time_bin_size * time_mask_ratio)`` time bins are masked; ``keep`` is the
   intersection of the unmasked groups and bins; the two views ``X * keep`` and ``X * (1 - keep)`` are encoded
@@ -11,25 +12,34 @@ Follows ``tfm_tokenizer_token_learning.py`` of the original (facts: ../shared/re
   ``mean((q_st - sg[z])^2) + beta * mean((sg[q_st] - z)^2)`` with the straight-through ``q_st`` and beta = 1:
   the two gradients on ``z`` cancel exactly, so that term changes nothing and is only logged here;
 - AdamW (lr 1e-3, weight decay 1e-5, betas 0.9/0.99); linear warm-up from 0 over the first 10 % of the steps,
-  then a cosine from ``lr`` to ``final_lr`` (5e-3 in the original: the rate rises).
+  then a cosine from ``lr`` to ``final_lr`` (5e-3 in the original: the rate rises);
+- the codebook starts, by default, as the shared VQ starts it (Kaiming-uniform rows, EMA cluster sizes of one).
+  ``original_init: true`` starts it as the original's ``EMAVectorQuantizer`` does -- rows uniform in
+  ``[-1/K, 1/K]``, EMA sums equal to the rows, cluster sizes zero -- quirk included: a code that no vector picks
+  in the first EMA update is divided by a smoothed cluster size of about ``eps`` (1e-5), so its row jumps by a
+  factor of about 1e5 and then shrinks only by ``decay`` (0.99) per update: such codes stay far from the
+  unit-norm encoder outputs, unused, for hundreds of updates.
+
+Logged per log window: codebook utilisation and perplexity of the ids of both views.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
 
 from zoo.config import ConfigBase
+from zoo.quantizers.stats import CodebookStats
 from zoo.train import DataConfig, Recipe, register_recipe
 
 from .config import TFMConfig
 from .model import TFMTokenizer
 
-__all__ = ["TFMRecipe", "TFMRecipeConfig", "time_frequency_mask"]
+__all__ = ["TFMRecipe", "TFMRecipeConfig", "original_codebook_init", "time_frequency_mask"]
 
 
 @dataclass
@@ -45,9 +55,12 @@ class TFMRecipeConfig(ConfigBase):
     freq_bin_size: int = 5
     time_mask_ratio: float = 0.5
     time_bin_size: int = 1
+    original_init: bool = False  # the original's codebook start (see the module docstring), quirk included
 
     def __post_init__(self):
         c = self.model
+        if not isinstance(self.original_init, bool):
+            raise ValueError(f"original_init must be true or false, got {self.original_init!r}")
         if not isinstance(self.window_seconds, (int, float)) or self.window_seconds * c.sfreq < c.n_fft:
             raise ValueError(f"window_seconds must give at least {c.n_fft} samples, got {self.window_seconds!r}")
         for name in ("lr", "final_lr", "weight_decay"):
@@ -84,13 +97,29 @@ def time_frequency_mask(n_freq: int, n_frames: int, freq_bin_size: int, freq_rat
     return freq_keep.repeat_interleave(freq_bin_size)[:, None] & time_keep[None, :]
 
 
+@torch.no_grad()
+def original_codebook_init(model: TFMTokenizer, generator: Optional[torch.Generator] = None) -> None:
+    """Start ``model``'s codebook as the original ``EMAVectorQuantizer`` does: ``embedding.weight`` uniform in
+    ``[-1/K, 1/K]``, ``ema_w`` a copy of it, ``cluster_size`` zeros (draws from ``generator``, else the global
+    RNG)."""
+    if not isinstance(model, TFMTokenizer):
+        raise TypeError(f"original_codebook_init needs a TFMTokenizer, got {type(model).__name__}")
+    k, dim = model.quantizer.codebook_size, model.quantizer.config.code_dim
+    embed = (torch.rand(k, dim, generator=generator) * 2 - 1) / k
+    model.quantizer.load_codebook(embed, cluster_size=torch.zeros(k), embed_avg=embed.clone(), initted=True)
+
+
 @register_recipe("tfm")
 class TFMRecipe(Recipe):
     config_class = TFMRecipeConfig
 
     def build_model(self):
         torch.manual_seed(self.train.seed)
-        return TFMTokenizer(self.config.model)
+        model = TFMTokenizer(self.config.model)
+        if self.config.original_init:
+            original_codebook_init(model)
+            self.notes.append("codebook started as the original's: uniform in [-1/K, 1/K], cluster sizes zero")
+        return model
 
     def build_optimizers(self, modules):
         c = self.config
@@ -113,7 +142,7 @@ class TFMRecipe(Recipe):
 
     def data_config(self):
         return DataConfig("eeg", sfreq=self.config.model.sfreq, window_samples=self.config.window_samples,
-                          seed=self.train.seed)
+                          seed=self.train.seed, split_channels=True)
 
     @staticmethod
     def _waves(batch) -> torch.Tensor:
@@ -136,9 +165,9 @@ class TFMRecipe(Recipe):
         ctx.backward(recon)
         ctx.optimizer_step("model")
         vq = sum(float(v.detach()) for o in (out, out_sym) for v in o["losses"].values())
-        ids = torch.cat([out["ids"].reshape(-1), out_sym["ids"].reshape(-1)]).detach().cpu()
-        used = torch.unique(ids).numel() / core.config.codebook_size
-        return {"loss": recon.detach(), "recon_loss": float(recon.detach()), "vq_loss": vq, "utilization": used}
+        ids = torch.cat([out["ids"].reshape(-1), out_sym["ids"].reshape(-1)]).detach()
+        return {"loss": recon.detach(), "recon_loss": float(recon.detach()), "vq_loss": vq,
+                "codebook": CodebookStats.from_ids(ids, core.config.codebook_size)}
 
     def evaluate(self, ctx, batch) -> Dict[str, float]:
         core: TFMTokenizer = ctx.unwrap()

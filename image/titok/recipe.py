@@ -19,11 +19,18 @@ Three stages, chosen with ``stage``:
   is loaded with :func:`image.titok.load_maskgit_vqgan`; its decoder and codebook are copied into the model's
   ``pixel_decoder`` / ``pixel_quantize`` (frozen here) so the exported model decodes to pixels at once.
 - ``"stage2"`` (decoder fine-tuning, start with ``--init`` from a stage-1 run): encoder, latent tokens and
-  quantizer frozen; decoder + pixel decoder trained with the pixel losses above using the stage-2 weights
-  (set them in the YAML: perceptual 0.1, discriminator 0.01 from 20k steps, quantizer 0).
+  quantizer frozen; decoder + pixel decoder trained with the pixel losses above. The settings left unset take
+  the original's stage-2 values (:data:`STAGE_DEFAULTS`): perceptual 0.1, discriminator 0.01 from step 20k,
+  quantizer 0, betas (0.9, 0.999), 5k warm-up steps (the original trains 500k steps: ``train.max_steps``).
 
-Optimiser: AdamW (lr 1e-4, betas 0.9/0.99, weight decay 1e-4 except on biases, norms, embeddings and latent
-tokens), linear warm-up (10k) then cosine to ``end_lr`` (1e-5); the discriminator has its own AdamW.
+Optimiser: AdamW (lr 1e-4, betas 0.9/0.99 -- 0.9/0.999 in stage 2 --, weight decay 1e-4 except on biases, norms,
+embeddings and latent tokens), linear warm-up (10k; 5k in stage 2) then cosine to ``end_lr`` (1e-5); the
+discriminator has its own AdamW.
+
+Whether the perceptual term can run (LPIPS needs the ``lpips`` package and the user's backbone weights) is decided
+when the model is built: the loop prints the recipe's notes at start and records them in ``training.json`` at
+every checkpoint. Codebook utilisation and perplexity are logged over each log window in every stage (all three
+quantize: stage 2 through the frozen quantizer).
 """
 
 from __future__ import annotations
@@ -45,6 +52,15 @@ from .model import TiTok
 __all__ = ["NLayerDiscriminator", "TiTokRecipe", "TiTokRecipeConfig", "default_single_stage_model"]
 
 STAGES = ("single", "stage1", "stage2")
+# the original's settings per stage (../shared/research/titok.md section 5), for the fields a config leaves unset
+_SINGLE = dict(perceptual_weight=1.1, discriminator_weight=0.1, discriminator_start=200_000, quantizer_weight=1.0,
+               betas=(0.9, 0.99), warmup_steps=10_000)
+STAGE_DEFAULTS = {
+    "single": _SINGLE,
+    "stage1": _SINGLE,  # proxy-code cross-entropy + quantizer_weight x VQ loss; no pixel, perceptual or GAN terms
+    "stage2": dict(perceptual_weight=0.1, discriminator_weight=0.01, discriminator_start=20_000, quantizer_weight=0.0,
+                   betas=(0.9, 0.999), warmup_steps=5_000),
+}
 
 
 def default_single_stage_model() -> TiTokConfig:
@@ -123,11 +139,12 @@ class TiTokRecipeConfig(ConfigBase):
     teacher: Optional[str] = None  # MaskGIT-VQGAN .bin (stage1; stage2 optional: re-copies the pixel decoder)
     reconstruction_loss: str = "l2"
     reconstruction_weight: float = 1.0
-    quantizer_weight: float = 1.0
-    perceptual_weight: float = 1.1
+    # None: the stage's original value (STAGE_DEFAULTS), filled in when the config is built
+    quantizer_weight: Optional[float] = None
+    perceptual_weight: Optional[float] = None
     lpips_net: str = "vgg"
-    discriminator_weight: float = 0.1
-    discriminator_start: int = 200_000
+    discriminator_weight: Optional[float] = None
+    discriminator_start: Optional[int] = None
     discriminator_channels: int = 128
     discriminator_stages: int = 3
     lecam_weight: float = 0.001
@@ -135,9 +152,9 @@ class TiTokRecipeConfig(ConfigBase):
     kl_weight: float = 1e-6
     lr: float = 1e-4
     discriminator_lr: float = 1e-4
-    betas: tuple = (0.9, 0.99)
+    betas: Optional[tuple] = None
     weight_decay: float = 1e-4
-    warmup_steps: int = 10_000
+    warmup_steps: Optional[int] = None
     end_lr: float = 1e-5
 
     def __post_init__(self):
@@ -147,6 +164,9 @@ class TiTokRecipeConfig(ConfigBase):
             raise TypeError(f"recipe.model must be a TiTokConfig or dict, got {type(self.model).__name__}")
         if self.stage not in STAGES:
             raise ValueError(f"recipe.stage must be one of {STAGES}, got {self.stage!r}")
+        for name, value in STAGE_DEFAULTS[self.stage].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         if self.reconstruction_loss not in ("l1", "l2"):
             raise ValueError(f"recipe.reconstruction_loss must be 'l1' or 'l2', got {self.reconstruction_loss!r}")
         for name in ("reconstruction_weight", "quantizer_weight", "perceptual_weight", "discriminator_weight",
@@ -160,6 +180,9 @@ class TiTokRecipeConfig(ConfigBase):
                 raise ValueError(f"recipe.{name} must be an int >= 0, got {v!r}")
         if not 0 < self.lecam_ema_decay < 1:
             raise ValueError(f"recipe.lecam_ema_decay must lie in (0, 1), got {self.lecam_ema_decay}")
+        if isinstance(self.betas, (str, bytes)) or not isinstance(self.betas, (list, tuple)) \
+                or any(isinstance(b, bool) or not isinstance(b, (int, float)) for b in self.betas):
+            raise ValueError(f"recipe.betas must be two numbers, got {self.betas!r}")
         self.betas = tuple(float(b) for b in self.betas)
         if len(self.betas) != 2:
             raise ValueError(f"recipe.betas must be two numbers, got {self.betas}")
@@ -215,6 +238,7 @@ class TiTokRecipe(Recipe):
         model.pixel_quantize.load_state_dict(t.quantize.state_dict())
 
     def build_model(self) -> nn.Module:
+        self._setup_perceptual()
         torch.manual_seed(self.train.seed)
         model = TiTok(self.config.model)
         if self.config.stage in ("stage1", "stage2"):
@@ -286,26 +310,31 @@ class TiTokRecipe(Recipe):
         return DataConfig("image", image_size=self.config.model.image_size, seed=self.train.seed)
 
     # ------------------------------------------------------------------ losses
-    def _perceptual(self, x, y):
-        if not self._lpips_checked:
-            self._lpips_checked = True
-            if self.config.perceptual_weight > 0 and self.config.stage != "stage1":
-                from zoo.metrics.image import lpips_backbone_path
+    def _setup_perceptual(self) -> None:
+        """Decide once, when the model is built, whether the perceptual term runs; say which in ``notes``."""
+        if self._lpips_checked:
+            return
+        self._lpips_checked = True
+        if self.config.perceptual_weight > 0 and self.config.stage != "stage1":
+            from zoo.metrics.image import lpips_backbone_path
 
-                path = lpips_backbone_path(self.config.lpips_net)
-                try:
-                    import lpips as lpips_lib
-                except ImportError:
-                    lpips_lib = None
-                if lpips_lib is None or not path.is_file():
-                    self.notes.append(f"perceptual loss disabled: LPIPS ({self.config.lpips_net}) needs the `lpips` "
-                                      f"package and the torchvision weights {path}; trained without it")
-                else:
-                    self._lpips = lpips_lib.LPIPS(net=self.config.lpips_net, verbose=False).eval()
-                    self._lpips.requires_grad_(False)
-                    self.notes.append(f"perceptual loss: LPIPS-{self.config.lpips_net} x "
-                                      f"{self.config.perceptual_weight} (the reference's ConvNeXt-S logit term is "
-                                      "not included)")
+            path = lpips_backbone_path(self.config.lpips_net)
+            try:
+                import lpips as lpips_lib
+            except ImportError:
+                lpips_lib = None
+            if lpips_lib is None or not path.is_file():
+                self.notes.append(f"perceptual loss disabled: LPIPS ({self.config.lpips_net}) needs the `lpips` "
+                                  f"package and the torchvision weights {path}; trained without it")
+            else:
+                self._lpips = lpips_lib.LPIPS(net=self.config.lpips_net, verbose=False).eval()
+                self._lpips.requires_grad_(False)
+                self.notes.append(f"perceptual loss: LPIPS-{self.config.lpips_net} x "
+                                  f"{self.config.perceptual_weight} (the reference's ConvNeXt-S logit term is "
+                                  "not included)")
+
+    def _perceptual(self, x, y):
+        self._setup_perceptual()
         if self._lpips is None:
             return torch.zeros((), device=x.device)
         self._lpips.to(x.device)
@@ -334,7 +363,8 @@ class TiTokRecipe(Recipe):
             ctx.backward(loss)
             ctx.optimizer_step("model")
             return {"loss": float(loss.detach()), "proxy_ce": float(ce.detach()), "quantizer_loss": float(qloss.detach()),
-                    "proxy_accuracy": float((logits.argmax(1).flatten(1) == target).float().mean())}
+                    "proxy_accuracy": float((logits.argmax(1).flatten(1) == target).float().mean()),
+                    "codebook": self._codebook_stats(out)}
 
         out = model(x)
         y = out["reconstruction"].float()
@@ -380,10 +410,14 @@ class TiTokRecipe(Recipe):
         ctx.backward(loss)
         ctx.optimizer_step("model")
         logs.update(loss=float(loss.detach()), recon_loss=float(recon.detach()), perceptual_loss=float(perc.detach()))
-        if c.model.discrete:
-            ids = out["ids"]
-            logs["utilization"] = float(torch.unique(ids).numel() / c.model.codebook_size)
+        if c.model.discrete:  # utilisation and perplexity over the log window (the engine merges these)
+            logs["codebook"] = self._codebook_stats(out)
         return logs
+
+    def _codebook_stats(self, out):
+        from zoo.quantizers.stats import CodebookStats
+
+        return CodebookStats.from_ids(out["ids"].detach(), self.config.model.codebook_size)
 
     def evaluate(self, ctx, batch) -> Dict[str, float]:
         x = batch["x"]

@@ -17,9 +17,11 @@ from zoo.train import TrainConfig, fit, latest_checkpoint
 from .multiprocess import run_two_processes
 
 REPO = Path(__file__).resolve().parents[2]
-RECIPES = ("wavtokenizer", "titok", "tfm", "tadicodec", "tadicodec-vocoder", "flextok")
-MODALITY = {"wavtokenizer": "audio", "tadicodec": "audio", "tadicodec-vocoder": "audio", "titok": "image",
-            "flextok": "image", "tfm": "eeg"}
+# tadicodec-text: the text-conditioned TaDiCodec (whole utterances + transcripts, batch 1 per process); its "batch
+# size" here is the number of utterances per optimiser step, made of micro-batches of one (train.grad_accum)
+RECIPES = ("wavtokenizer", "titok", "tfm", "tadicodec", "tadicodec-text", "tadicodec-vocoder", "flextok")
+MODALITY = {"wavtokenizer": "audio", "tadicodec": "audio", "tadicodec-text": "audio-text",
+            "tadicodec-vocoder": "audio", "titok": "image", "flextok": "image", "tfm": "eeg"}
 
 
 def _without_batch_dependent_init(recipe_class):
@@ -51,7 +53,8 @@ def make_recipe(name: str, batch_size: int, max_steps: int, checkpoint_every: in
     replacement (codes resampled from the per-process batch), TiTok's LeCam
     term (an EMA of per-process discriminator outputs) and TaDiCodec's BSQ entropy term (the code entropy of the
     per-process batch). Everything else -- data split, per-item noise, gradient averaging, loss normalisation --
-    must then give one process's weights."""
+    must then give one process's weights. ``tadicodec-text`` takes ``batch_size`` utterances per step as that many
+    micro-batches of one (``grad_accum``): a text-conditioned run has batch 1 per process."""
     recipe = _make_recipe(name, batch_size, max_steps, checkpoint_every, split_invariant)
     if split_invariant and name in ("wavtokenizer", "tfm"):
         recipe = _without_batch_dependent_init(type(recipe))(recipe.config, recipe.train)
@@ -98,6 +101,20 @@ def _make_recipe(name, batch_size, max_steps, checkpoint_every, split_invariant)
                                 num_steps=2, use_text_cond=False)
         return TaDiCodecRecipe(TaDiCodecRecipeConfig(model=model, segment_seconds=0.64, warmup_steps=1,
                                                      vq_loss_weight=0.0 if split_invariant else 1.0), train)
+    if name == "tadicodec-text":
+        from audio.tadicodec import TaDiCodecConfig, VocosConfig
+        from audio.tadicodec.recipe import TaDiCodecRecipe, TaDiCodecRecipeConfig
+        from tests.audio.tadicodec.conftest import TRANSCRIPTS, word_tokenizer_json
+
+        # the word-level tokenizer of the clips' transcripts travels in the model config (no file needed)
+        model = TaDiCodecConfig(hidden_size=32, num_heads=2, encoder_num_layers=1, decoder_num_layers=1,
+                                text_vocab_size=96, vocoder=VocosConfig(dim=32, intermediate_dim=48, num_layers=1),
+                                num_steps=2, use_text_cond=True,
+                                text_tokenizer_json=word_tokenizer_json(TRANSCRIPTS.values()))
+        train = TrainConfig(max_steps=max_steps, batch_size=1, grad_accum=batch_size, log_every=1, eval_every=100,
+                            checkpoint_every=checkpoint_every, holdout_files=0, seed=0, utilization_warning=0.0)
+        return TaDiCodecRecipe(TaDiCodecRecipeConfig(model=model, segment_seconds=4.5, warmup_steps=1,
+                                                     vq_loss_weight=0.0 if split_invariant else 1.0), train)
     if name == "tadicodec-vocoder":
         from audio.tadicodec import TaDiCodecConfig, VocosConfig
         from audio.tadicodec.recipe import TaDiCodecVocoderRecipe, TaDiCodecVocoderRecipeConfig
@@ -131,7 +148,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def data_dirs(tmp_path_factory):
-    """Four real files per modality (the seeded crops differ per file and epoch)."""
+    """Four real files per modality (the seeded crops differ per file and epoch); audio-text: the same four
+    speech clips with their transcripts (<file>.txt)."""
+    from tests.audio.tadicodec.conftest import TRANSCRIPTS
     from tests.conftest import SHARED
 
     root = tmp_path_factory.mktemp("equivalence_data")
@@ -147,6 +166,11 @@ def data_dirs(tmp_path_factory):
         for f in files:
             shutil.copyfile(f, folder / f.name)
         out[modality] = folder
+    text = root / "audio-text"
+    shutil.copytree(out["audio"], text)
+    for f in text.glob("*.wav"):
+        f.with_suffix(".txt").write_text(TRANSCRIPTS[f.name])
+    out["audio-text"] = text
     return out
 
 
@@ -256,7 +280,8 @@ def test_flextok_and_tadicodec_losses_reject_a_wrong_number_of_generators():
 # it in their own files: titok, flextok, cdt/cdt-fsq, tfm-mtp)
 # recipe: (steps, required fraction of the step-0 loss, learning-rate overrides for a short run)
 DECREASE = {"wavtokenizer": (40, 0.7, {"lr": 2e-3}), "tfm": (40, 0.85, {"lr": 3e-3, "final_lr": 3e-3}),
-            "tadicodec": (40, 0.85, {"lr": 3e-3}), "tadicodec-vocoder": (40, 0.8, {"lr": 2e-3})}
+            "tadicodec": (40, 0.85, {"lr": 3e-3}), "tadicodec-text": (80, 0.85, {"lr": 3e-3}),
+            "tadicodec-vocoder": (40, 0.8, {"lr": 2e-3})}
 
 
 @pytest.mark.slow

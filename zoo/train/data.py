@@ -8,8 +8,10 @@ of ``window_samples`` samples. Randomness
 whichever worker reads it and whether or not the run was resumed.
 
 A file that cannot be read, or is too short, is logged once, counted, and skipped: ``__getitem__`` returns
-``None`` and :func:`collate_skip` drops it and reports the count in the batch (``batch["skipped"]``). A long
-run never ends because of one bad file.
+``None`` and :func:`collate_skip` drops it and reports the count in the batch (``batch["skipped"]``). So is an
+example whose shape differs from the rest of its batch (an EEG file with another channel count, say), unless the
+recipe trains on single channels (``split_channels``): then every channel of every window is one example, and
+windows with any number of channels share a batch. A long run never ends because of one bad file.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ class DataConfig:
     # ``segment_samples`` is then the longest utterance kept (longer files are skipped and counted: cropping would
     # cut the text's alignment). Utterances differ in length: batches of one (use grad_accum for larger batches).
     transcripts: bool = False
+    # EEG: every channel of a window is one example (``x`` ``[sum of channels, 1, window]``, ``index`` and ``label``
+    # repeated per channel), so files with different channel counts share a batch (recipes that train on single
+    # channels, as TFM-Tokenizer does)
+    split_channels: bool = False
 
 
 class FolderDataset(torch.utils.data.Dataset):
@@ -52,6 +58,13 @@ class FolderDataset(torch.utils.data.Dataset):
         self.config = config
         if config.modality not in zio.EXTENSIONS:
             raise ValueError(f"modality must be one of {sorted(zio.EXTENSIONS)}, got {config.modality!r}")
+        for name in ("sample_rate", "segment_samples", "image_size", "window_samples", "frames"):
+            v = getattr(config, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"DataConfig.{name} must be a positive int, got {v!r}")
+        if config.sfreq is not None and (isinstance(config.sfreq, bool) or not isinstance(config.sfreq, (int, float))
+                                         or not config.sfreq > 0):
+            raise ValueError(f"DataConfig.sfreq must be a number > 0, got {config.sfreq!r}")
         if config.modality == "audio" and not (config.sample_rate and config.segment_samples):
             raise ValueError("audio training data needs sample_rate and segment_samples")
         if config.modality == "image" and not config.image_size:
@@ -64,6 +77,8 @@ class FolderDataset(torch.utils.data.Dataset):
             raise ValueError(f"transcripts are supported for audio, not {config.modality!r}")
         if config.labels and config.modality != "eeg":
             raise ValueError(f"labelled training data is supported for EEG windows, not {config.modality!r}")
+        if config.split_channels and config.modality != "eeg":
+            raise ValueError(f"split_channels is supported for EEG windows, not {config.modality!r}")
         self.sources = sources if sources is not None else list_sources(data, config.modality)
         if not self.sources:
             raise ValueError(f"no {config.modality} files under {data}")
@@ -82,7 +97,7 @@ class FolderDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         src = self.sources[index]
         try:
-            return {**self._example(src, self._generator(index)), "index": index}
+            return {**self._example(src, self._generator(index)), "index": index, "source": src.name}
         except Exception as exc:  # noqa: BLE001 - bad files are skipped, never fatal
             if src.name not in self._warned:
                 log.warning("skipping unreadable training file %s: %s", src.name, exc)
@@ -174,19 +189,52 @@ class FolderDataset(torch.utils.data.Dataset):
         raise ValueError(f"unsupported modality {c.modality!r}")
 
 
-def collate_skip(batch: Sequence[Optional[Dict[str, Any]]]) -> Dict[str, Any]:
-    """Stack the good examples; ``skipped`` counts the unreadable ones."""
+_warned_shapes: set = set()
+
+
+def collate_skip(batch: Sequence[Optional[Dict[str, Any]]], split_channels: bool = False) -> Dict[str, Any]:
+    """Stack the good examples; ``skipped`` counts the dropped ones.
+
+    Dropped: unreadable files (``None``) and, unless ``split_channels``, examples whose ``x`` shape differs from
+    the batch's most common one (ties: the earliest in the batch), each logged once with the reason.
+    ``split_channels`` (EEG): every channel of every window becomes one example ``[1, T]``; ``index`` and
+    ``label`` are repeated per channel.
+    """
     good = [b for b in batch if b is not None]
     out: Dict[str, Any] = {"skipped": len(batch) - len(good)}
-    if good:
-        if "text" in good[0] and len({b["x"].shape for b in good}) > 1:
-            raise ValueError("utterances of different lengths cannot share a batch: use batch_size 1 (and grad_accum)")
-        out["x"] = torch.stack([b["x"] for b in good])
-        if "text" in good[0]:
-            out["text"] = [b["text"] for b in good]
-        out["index"] = torch.tensor([b["index"] for b in good])
+    if not good:
+        return out
+    if "text" in good[0] and len({b["x"].shape for b in good}) > 1:
+        raise ValueError("utterances of different lengths cannot share a batch: use batch_size 1 (and grad_accum)")
+    if split_channels:
+        lengths = {b["x"].shape[-1] for b in good}
+        if len(lengths) > 1 or any(b["x"].ndim != 2 for b in good):
+            raise ValueError(f"split_channels needs [channels, samples] windows of one length, got shapes "
+                             f"{sorted({tuple(b['x'].shape) for b in good})}")
+        out["x"] = torch.cat([b["x"][:, None] for b in good])
+        reps = torch.tensor([b["x"].shape[0] for b in good])
+        out["index"] = torch.tensor([b["index"] for b in good]).repeat_interleave(reps)
         if "label" in good[0]:
-            out["label"] = torch.tensor([b["label"] for b in good], dtype=torch.long)
+            out["label"] = torch.tensor([b["label"] for b in good], dtype=torch.long).repeat_interleave(reps)
+        return out
+    shapes = [tuple(b["x"].shape) for b in good]
+    keep_shape = max(dict.fromkeys(shapes), key=shapes.count)  # most common; ties: the first seen
+    odd = [b for b in good if tuple(b["x"].shape) != keep_shape]
+    if odd:
+        for b in odd:
+            name = b.get("source", f"example {b['index']}")
+            if name not in _warned_shapes:
+                _warned_shapes.add(name)
+                log.warning("skipping training example %s: shape %s differs from the %s of the rest of its batch",
+                            name, tuple(b["x"].shape), keep_shape)
+        good = [b for b in good if tuple(b["x"].shape) == keep_shape]
+        out["skipped"] += len(odd)
+    out["x"] = torch.stack([b["x"] for b in good])
+    if "text" in good[0]:
+        out["text"] = [b["text"] for b in good]
+    out["index"] = torch.tensor([b["index"] for b in good])
+    if "label" in good[0]:
+        out["label"] = torch.tensor([b["label"] for b in good], dtype=torch.long)
     return out
 
 

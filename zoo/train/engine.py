@@ -6,25 +6,38 @@ optimisers, schedulers, losses); :func:`fit` does the rest:
 
 - seeded, deterministic data order and augmentation (see :mod:`zoo.train.data`), gradient accumulation and
   clipping through accelerate, mixed precision on GPU, optional EMA of the model weights;
-- checkpoints every ``checkpoint_every`` steps and on interruption (Ctrl-C / SIGTERM), written to a temporary
-  folder and renamed into place, holding models, optimisers, schedulers, EMA, RNG states, step and data position;
-  ``resume=True`` continues from the latest one so a killed run ends identical to an uninterrupted one;
+- checkpoints every ``checkpoint_every`` steps and on interruption (SIGTERM, or a first Ctrl-C: both only set a
+  flag that the loop reads before each batch, so the checkpoint is taken between two optimiser steps, never in
+  the middle of one), written to a temporary folder by the main process and renamed into place, holding models,
+  optimisers, schedulers, EMA, every process's RNG state, step and data position; ``resume=True`` continues from
+  the latest one so a killed run ends identical to an uninterrupted one;
+- with several processes, the decisions that change the control flow (skip an unusable batch, stop) are agreed
+  by one small all-reduce per batch, so the processes cannot fall out of step;
 - a progress bar, a JSONL metrics log (and TensorBoard when installed), periodic evaluation on held-out data,
-  codebook utilisation with a warning when it collapses;
+  codebook utilisation and perplexity measured over each log window (a recipe returns the batch's
+  :class:`~zoo.quantizers.CodebookStats` under the ``"codebook"`` key), with a warning when the codebook collapses;
 - at the end the trained tokenizer is written with ``save_pretrained`` to the output folder, so
   ``zoo.from_pretrained(out)`` loads it.
 
 Checkpoints are read with ``torch.load(weights_only=True)``: nothing pickled is executed.
+
+FSDP (chosen in accelerate's config) is supported for recipes with one trained module and no weight EMA (checked
+at start); its model and optimiser state go through accelerate's FSDP checkpoint helpers, and its run folder must
+be on a filesystem every process sees. DDP needs no shared filesystem: only the main process writes and reads
+checkpoints, and the others receive what they need from it.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
 import os
+import re
 import shutil
 import signal
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -95,6 +108,13 @@ class Recipe:
 
     def build_aux_modules(self) -> Dict[str, nn.Module]:
         """Extra trained modules (discriminators ...), by name."""
+        return {}
+
+    def build_frozen_modules(self) -> Dict[str, nn.Module]:
+        """Modules the losses use but that never train (e.g. a discriminator kept frozen, as an original does), by
+        name. They are moved to the device but not wrapped by DDP/FSDP (which refuse modules without trainable
+        parameters) nor optimised; ``ctx.modules`` holds them beside the trained ones, and checkpoints save them so
+        a resumed run uses the same weights."""
         return {}
 
     def build_optimizers(self, modules: Dict[str, nn.Module]) -> Dict[str, torch.optim.Optimizer]:
@@ -197,35 +217,94 @@ def _atomic_json(path: Path, data: Any) -> None:
 
 
 class _Interrupt:
-    """Turns SIGTERM into a flag so the loop can checkpoint and stop cleanly."""
+    """SIGTERM and a first Ctrl-C (SIGINT) set a flag; the loop reads it before each batch and stops with a
+    checkpoint at the next point between two optimiser steps. A second Ctrl-C raises ``KeyboardInterrupt`` at once
+    (no checkpoint is written then: the previous ones stay intact)."""
 
     def __init__(self):
         self.flag = False
-        self._old = None
+        self._old: Dict[int, Any] = {}
 
     def __enter__(self):
-        try:
-            self._old = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not in the main thread
-            self._old = None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not in the main thread: signals stay with their current handlers
+                pass
         return self
 
-    def _handle(self, *_):
+    def _handle(self, signum, _frame):
+        if self.flag and signum == signal.SIGINT:
+            raise KeyboardInterrupt
         self.flag = True
+        try:
+            sys.stderr.write(f"\n{signal.Signals(signum).name} received: stopping with a checkpoint after the "
+                             "current step (Ctrl-C again stops at once, without one)\n")
+        except Exception:  # noqa: BLE001 - reporting must never fail the handler
+            pass
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGTERM, self._old)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
         return False
 
 
+_STEP_DIR = re.compile(r"step-\d{8}")
+
+
 def latest_checkpoint(out: Path) -> Optional[Path]:
-    pointer = Path(out) / "checkpoints" / "latest.json"
-    if not pointer.is_file():
+    """The newest complete checkpoint of run folder ``out`` (``latest.json``'s, else the newest ``step-*`` folder
+    holding a ``state.pt``), or None."""
+    ckpt_dir = Path(out) / "checkpoints"
+    pointer = ckpt_dir / "latest.json"
+    if pointer.is_file():
+        try:
+            name = json.loads(pointer.read_text())["checkpoint"]
+        except (ValueError, KeyError, TypeError):
+            name = None
+        if isinstance(name, str) and _STEP_DIR.fullmatch(name) and (ckpt_dir / name / "state.pt").is_file():
+            return ckpt_dir / name
+    if not ckpt_dir.is_dir():
         return None
-    name = json.loads(pointer.read_text())["checkpoint"]
-    path = pointer.parent / name
-    return path if (path / "state.pt").is_file() else None
+    done = sorted(p for p in ckpt_dir.iterdir() if _STEP_DIR.fullmatch(p.name) and (p / "state.pt").is_file())
+    return done[-1] if done else None
+
+
+def _readable(path: Path) -> bool:
+    """Whether this process can read ``path`` (False on a node whose disk does not hold the run folder)."""
+    return path.is_file()
+
+
+def _agree(accelerator, values: List[int]) -> List[int]:
+    """Sum of ``values`` over the processes (one all-reduce; the values themselves with one process)."""
+    if accelerator.num_processes == 1:
+        return list(values)
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.long, device=accelerator.device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return [int(v) for v in t.tolist()]
+
+
+def _all_gather(accelerator, obj: Any) -> List[Any]:
+    if accelerator.num_processes == 1:
+        return [obj]
+    import torch.distributed as dist
+
+    got: List[Any] = [None] * accelerator.num_processes
+    dist.all_gather_object(got, obj)
+    return got
+
+
+def _broadcast(accelerator, obj: Any) -> Any:
+    """The main process's ``obj`` on every process."""
+    if accelerator.num_processes == 1:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj if accelerator.is_main_process else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def fit(recipe: Recipe, data, out, *, resume: bool = False, init=None, eval_data=None,
@@ -251,9 +330,15 @@ def _fit(recipe: Recipe, data, out, *, resume: bool = False, init=None, eval_dat
     many steps of this invocation, as a kill would; for tests and time-boxed jobs.
     """
     from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration
+    from accelerate.utils import DataLoaderConfiguration, DistributedType
     from tqdm.auto import tqdm
 
+    from ..quantizers.stats import CodebookStats, StatsAccumulator
+
+    if not isinstance(recipe, Recipe):
+        raise TypeError(f"fit needs a zoo.train.Recipe, got {type(recipe).__name__}")
+    if stop_after is not None and (isinstance(stop_after, bool) or not isinstance(stop_after, int) or stop_after < 0):
+        raise ValueError(f"stop_after must be an int >= 0 or None, got {stop_after!r}")
     tc = recipe.train
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -265,9 +350,17 @@ def _fit(recipe: Recipe, data, out, *, resume: bool = False, init=None, eval_dat
     accelerator = Accelerator(cpu=use_cpu, mixed_precision=tc.mixed_precision if not use_cpu else "no",
                               gradient_accumulation_steps=tc.grad_accum, step_scheduler_with_optimizer=False,
                               dataloader_config=DataLoaderConfiguration(split_batches=False, even_batches=True))
+    fsdp = accelerator.distributed_type == DistributedType.FSDP
+    if fsdp and tc.ema_decay is not None:
+        raise ValueError("train.ema_decay is not supported under FSDP: the weight average needs the full, unsharded "
+                         "parameters on every process. Set ema_decay: null, or train with DDP (accelerate config "
+                         "without FSDP)")
     torch.manual_seed(tc.seed)
     if use_cpu:
         torch.use_deterministic_algorithms(True, warn_only=True)
+    if use_cpu and tc.mixed_precision != "no":
+        recipe.notes.append(f"train.mixed_precision {tc.mixed_precision} applies on GPU only: this CPU run trained "
+                            "in float32")
 
     # data
     from ..tokenize import list_sources
@@ -279,16 +372,17 @@ def _fit(recipe: Recipe, data, out, *, resume: bool = False, init=None, eval_dat
     else:
         train_sources, eval_sources = split_holdout(sources, tc.holdout_files, tc.seed)
     train_ds = FolderDataset(None, dcfg, train_sources)
+    collate = functools.partial(collate_skip, split_channels=dcfg.split_channels)
     sampler = _Sampler(len(train_ds), tc.seed)
     loader = torch.utils.data.DataLoader(train_ds, batch_size=tc.batch_size, sampler=sampler,
-                                         num_workers=tc.num_workers, collate_fn=collate_skip, drop_last=True)
+                                         num_workers=tc.num_workers, collate_fn=collate, drop_last=True)
     if len(loader) == 0:
         raise ValueError(f"{len(train_ds)} training files are fewer than one batch of {tc.batch_size}")
     eval_batches: List[Dict[str, Any]] = []
     if eval_sources:
         eval_ds = FolderDataset(None, dcfg, eval_sources)
         eval_loader = torch.utils.data.DataLoader(eval_ds, batch_size=tc.batch_size, shuffle=False,
-                                                  collate_fn=collate_skip)
+                                                  collate_fn=collate)
         for i, b in enumerate(eval_loader):
             if i >= tc.eval_batches:
                 break
@@ -304,45 +398,110 @@ def _fit(recipe: Recipe, data, out, *, resume: bool = False, init=None, eval_dat
         recipe.warm_start(model, pretrained)
         recipe.notes.append(f"warm-started from {init if isinstance(init, (str, os.PathLike)) else type(init).__name__}")
     modules = {"model": model, **recipe.build_aux_modules()}
-    optimizers = recipe.build_optimizers(modules)
+    frozen = recipe.build_frozen_modules()
+    clash = sorted(set(frozen) & set(modules))
+    if clash:
+        raise ValueError(f"recipe {recipe.name}: modules {clash} are returned both as trained and as frozen")
+    optimizers = recipe.build_optimizers({**modules, **frozen})
     schedulers = recipe.build_schedulers(optimizers)
+    names_m, names_o, names_s = list(modules), list(optimizers), list(schedulers)
+    if fsdp and (len(names_m) > 1 or names_o != ["model"]):
+        raise ValueError(f"recipe {recipe.name} trains {len(names_m)} modules {names_m} with optimisers {names_o}: "
+                         "under FSDP the loop supports one trained module with one optimiser (FSDP2 prepares a "
+                         "single model, and the FSDP checkpoint helpers pair one optimiser with one model). Train "
+                         "this recipe with DDP (accelerate config without FSDP)")
     ema = None
     if tc.ema_decay is not None:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema_decay), use_buffers=True)
 
-    names_m, names_o, names_s = list(modules), list(optimizers), list(schedulers)
     prepared = accelerator.prepare(*[modules[n] for n in names_m], *[optimizers[n] for n in names_o],
                                    *[schedulers[n] for n in names_s], loader)
     modules = dict(zip(names_m, prepared[: len(names_m)]))
     optimizers = dict(zip(names_o, prepared[len(names_m): len(names_m) + len(names_o)]))
     schedulers = dict(zip(names_s, prepared[len(names_m) + len(names_o): -1]))
     loader = prepared[-1]
-    ctx = StepContext(accelerator, modules, optimizers, schedulers, tc)
+    for m in frozen.values():
+        m.requires_grad_(False).to(accelerator.device)
+    ctx = StepContext(accelerator, {**modules, **frozen}, optimizers, schedulers, tc)
+    saved_modules = names_m + list(frozen)
+
+    def notes() -> List[str]:
+        return list(dict.fromkeys(recipe.notes))  # in order, each once (a recipe object may be fitted twice)
+
+    for note in notes():
+        accelerator.print(f"note: {note}")
 
     step, epoch, batch_in_epoch = 0, 0, 0
+    skipped_total = 0
+    window: Optional[StatsAccumulator] = None  # codebook ids of the current log window
     pending_rng: Optional[Dict[str, Any]] = None
+    last_saved: Optional[int] = None
     if resume:
-        path = latest_checkpoint(out)
-        if path is None:
+        name, writers = None, 0
+        if accelerator.is_main_process:
+            found = latest_checkpoint(out)
+            if found is not None:
+                name, writers = found.name, len(list(found.glob("rng-*.pt")))
+        name, writers = _broadcast(accelerator, (name, writers))
+        if name is None:
             log.warning("--resume: no checkpoint in %s, starting from scratch", ckpt_dir)
         else:
-            state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
-            for n in names_m:
-                accelerator.unwrap_model(modules[n]).load_state_dict(state["modules"][n])
-            for n in names_o:
-                optimizers[n].load_state_dict(state["optimizers"][n])
+            path = ckpt_dir / name
+            if writers != accelerator.num_processes:
+                # the data position counts each process's batches, and each process has its own RNG state
+                raise ValueError(f"checkpoint {path} was written by {writers} processes; resume it with the same "
+                                 f"number of processes (this run has {accelerator.num_processes})")
+            me = accelerator.process_index
+            local = _readable(path / "state.pt") and _readable(path / f"rng-{me}.pt")
+            if _agree(accelerator, [int(local)])[0] == accelerator.num_processes:
+                state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+                rng = torch.load(path / f"rng-{me}.pt", map_location="cpu", weights_only=True)
+            else:  # a process that cannot see the run folder (node-local disks) gets it from the main process
+                state, rngs = None, None
+                if accelerator.is_main_process:
+                    state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+                    rngs = [torch.load(path / f"rng-{i}.pt", map_location="cpu", weights_only=True)
+                            for i in range(accelerator.num_processes)]
+                state, rngs = _broadcast(accelerator, (state, rngs))
+                rng = rngs[me]
+            if bool(state.get("fsdp", False)) != fsdp:
+                raise ValueError(f"checkpoint {path} was written {'with' if state.get('fsdp') else 'without'} FSDP "
+                                 f"and this run is {'with' if fsdp else 'without'} it: resume with the same "
+                                 "accelerate configuration")
+            missing = sorted(set(saved_modules) - set(state["modules"]))
+            if missing or sorted(set(names_o) - set(state["optimizers"])):
+                raise ValueError(f"checkpoint {path} holds modules {sorted(state['modules'])} and optimisers "
+                                 f"{sorted(state['optimizers'])}, but recipe {recipe.name} builds {saved_modules} "
+                                 f"and {names_o}: it was written by another recipe configuration")
+            if fsdp:
+                from accelerate.utils import load_fsdp_model, load_fsdp_optimizer
+
+                plugin = accelerator.state.fsdp_plugin
+                load_fsdp_model(plugin, accelerator, modules["model"], str(path / "fsdp"), 0)
+                load_fsdp_optimizer(plugin, accelerator, optimizers["model"], modules["model"], str(path / "fsdp"), 0)
+            else:
+                for n in names_m:
+                    accelerator.unwrap_model(modules[n]).load_state_dict(state["modules"][n])
+                for n in names_o:
+                    optimizers[n].load_state_dict(state["optimizers"][n])
+            for n in frozen:
+                frozen[n].load_state_dict(state["modules"][n])
             for n in names_s:
                 schedulers[n].load_state_dict(state["schedulers"][n])
             if ema is not None and state.get("ema") is not None:
                 ema.load_state_dict(state["ema"])
             step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
-            rng_file = path / f"rng-{accelerator.process_index}.pt"
-            if rng_file.is_file():
-                # applied once the resumed epoch's data iterator exists (see the loop)
-                pending_rng = torch.load(rng_file, map_location="cpu", weights_only=True)
-            accelerator.print(f"resumed from {path.name} at step {step}")
+            skipped_total = int(state.get("skipped_files", 0))
+            if state.get("codebook_window") is not None:
+                counts = state["codebook_window"]["counts"]
+                window = StatsAccumulator(int(counts.shape[1]), int(counts.shape[0]))
+                window.load_state_dict(state["codebook_window"])
+            # applied once the resumed epoch's data iterator exists (see the loop)
+            pending_rng = rng
+            last_saved = step
+            accelerator.print(f"resumed from {name} at step {step}")
 
     metrics_file = out / "metrics.jsonl"
     tb = None
@@ -376,54 +535,117 @@ def _fit(recipe: Recipe, data, out, *, resume: bool = False, init=None, eval_dat
             m.train()
         return totals
 
+    t0 = time.perf_counter()
+
+    def training_info(complete: bool, final_eval: Optional[Dict[str, float]] = None) -> Dict[str, Any]:
+        return {"recipe": recipe.name, "recipe_config": recipe.config.to_dict(), "train": tc.to_dict(),
+                "notes": notes(), "steps": step, "complete": complete, "skipped_files": skipped_total,
+                "train_files": len(train_sources), "heldout_files": [s.name for s in eval_sources],
+                "final_eval": final_eval or {}, "seconds": time.perf_counter() - t0}
+
     def save_checkpoint() -> Path:
-        accelerator.wait_for_everyone()
+        nonlocal last_saved
         name = f"step-{step:08d}"
         final = ckpt_dir / name
+        if last_saved == step:  # nothing trained since that checkpoint (it is a valid resume point)
+            return final
         tmp = ckpt_dir / (name + ".tmp")
+        accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             ckpt_dir.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
         accelerator.wait_for_everyone()
-        state = {
-            "modules": {n: accelerator.get_state_dict(modules[n]) for n in names_m},
-            "optimizers": {n: optimizers[n].state_dict() for n in names_o},
-            "schedulers": {n: schedulers[n].state_dict() for n in names_s},
-            "ema": None if ema is None else ema.state_dict(),
-            "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
-        }
-        torch.save(_rng_state(), tmp / f"rng-{accelerator.process_index}.pt")
+        # collectives first, on every process: full state dicts (FSDP gathers shards), the processes' RNG states
+        if fsdp:
+            from accelerate.utils import save_fsdp_model, save_fsdp_optimizer
+
+            plugin = accelerator.state.fsdp_plugin
+            save_fsdp_model(plugin, accelerator, modules["model"], str(tmp / "fsdp"), 0)
+            save_fsdp_optimizer(plugin, accelerator, optimizers["model"], modules["model"], str(tmp / "fsdp"), 0)
+            module_states: Dict[str, Any] = {"model": {}}
+            optimizer_states: Dict[str, Any] = {"model": {}}
+        else:
+            module_states = {n: accelerator.get_state_dict(modules[n]) for n in names_m}
+            optimizer_states = {n: optimizers[n].state_dict() for n in names_o}
+        module_states.update({n: m.state_dict() for n, m in frozen.items()})
+        rngs = _all_gather(accelerator, _rng_state())
         if accelerator.is_main_process:
+            state = {
+                "modules": module_states, "optimizers": optimizer_states,
+                "schedulers": {n: schedulers[n].state_dict() for n in names_s},
+                "ema": None if ema is None else ema.state_dict(),
+                "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "skipped_files": skipped_total,
+                "fsdp": fsdp,
+                "codebook_window": None if window is None else window.state_dict(),
+            }
+            for i, r in enumerate(rngs):
+                torch.save(r, tmp / f"rng-{i}.pt")
             torch.save(state, tmp / "state.pt")
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            shutil.rmtree(final, ignore_errors=True)
+            aside = ckpt_dir / (name + ".old")
+            if final.exists():  # a leftover of an earlier run in this folder: move it aside, then replace it
+                shutil.rmtree(aside, ignore_errors=True)
+                os.replace(final, aside)
             os.replace(tmp, final)
+            shutil.rmtree(aside, ignore_errors=True)
             _atomic_json(ckpt_dir / "latest.json", {"checkpoint": name, "step": step})
-            kept = sorted(p for p in ckpt_dir.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp"))
-            for old in kept[: -tc.keep_checkpoints]:
+            # the newest keep_checkpoints - 1 others stay beside this one (never this one: a folder may hold
+            # checkpoints of a longer earlier run with higher step numbers)
+            others = sorted(p for p in ckpt_dir.iterdir() if _STEP_DIR.fullmatch(p.name) and p.name != name)
+            for old in others[: max(0, len(others) - (tc.keep_checkpoints - 1))]:
                 shutil.rmtree(old, ignore_errors=True)
+            _atomic_json(out / "training.json", training_info(complete=False))
         accelerator.wait_for_everyone()
+        last_saved = step
         return final
+
+    def codebook_row() -> Dict[str, float]:
+        """Utilisation and perplexity of the ids of the log window (summed over processes); warns on collapse."""
+        if window is None:
+            return {}
+        counts = window.compute().counts
+        if accelerator.num_processes > 1:
+            import torch.distributed as dist
+
+            counts = counts.to(accelerator.device)
+            dist.all_reduce(counts, op=dist.ReduceOp.SUM)
+            counts = counts.cpu()
+        s = CodebookStats(counts)
+        window.reset()
+        tokens = s.total.double()
+        if float(tokens.sum()) == 0:
+            return {}
+        # the most codes a window can use is min(codebook size, ids seen): a window of 512 ids cannot use more than
+        # 6 % of 8192 codes, so the warning compares the codes used with that, not with the codebook size
+        achievable = tokens.clamp(max=s.codebook_size).clamp(min=1)
+        spread = float((s.used_codes.double() / achievable).mean())
+        if spread < tc.utilization_warning:
+            warnings.warn(f"step {step}: codebook utilisation collapsed: the last {int(tokens.mean())} ids used "
+                          f"{float(s.used_codes.double().mean()):.0f} of {s.codebook_size} codes ({spread:.3f} of "
+                          f"the {int(achievable.mean())} they could have used; warning below "
+                          f"{tc.utilization_warning}), perplexity {float(s.perplexity.mean()):.1f}")
+        return {"utilization": float(s.utilization.mean()), "perplexity": float(s.perplexity.mean()),
+                "codebook_ids": float(tokens.mean())}
 
     if step == 0 and eval_batches:
         row = {"step": 0, "split": "eval", **run_eval()}
         log_row(row)
-    skipped_total = 0
     start_step = step
     ctx.step = step  # completed steps (recipes with step-dependent losses read it; set on resume too)
-    t0 = time.perf_counter()
     bar = tqdm(total=tc.max_steps, initial=step, disable=not (progress and accelerator.is_main_process),
                desc=f"train {recipe.name}", unit="step")
     for m in modules.values():
         m.train()
     interrupted = False
-    with _Interrupt() as intr:
-        try:
+    at_boundary = True  # between two optimiser steps (not inside a gradient accumulation): a valid stop point
+    try:
+        with _Interrupt() as intr:
             while step < tc.max_steps:
                 loader.set_epoch(epoch)
                 train_ds.set_epoch(epoch)
+                whole_epoch = batch_in_epoch == 0
                 it = iter(accelerator.skip_first_batches(loader, batch_in_epoch) if batch_in_epoch else loader)
                 if pending_rng is not None:
                     # starting a DataLoader iterator draws its base seed from the global RNG (accelerate's loader
@@ -435,14 +657,32 @@ def _fit(recipe: Recipe, data, out, *, resume: bool = False, init=None, eval_dat
                     _set_rng_state(pending_rng)
                     pending_rng = None
                     it = itertools.chain([first] if first is not None else [], it)
+                used = skipped_in_epoch = 0
                 for batch in it:
+                    # one all-reduce: whether any process lacks a usable batch, wants to stop, and the skip count
+                    no_x, stop, skipped = _agree(accelerator, [int("x" not in batch), int(intr.flag),
+                                                               int(batch.get("skipped", 0))])
+                    if at_boundary and (stop or (stop_after is not None and step - start_step >= stop_after)):
+                        interrupted = True  # this batch is not consumed: the resumed run fetches it again
+                        break
                     batch_in_epoch += 1
-                    skipped_total += int(batch.get("skipped", 0))
-                    if "x" not in batch:
+                    skipped_total += skipped
+                    skipped_in_epoch += skipped
+                    if no_x:  # every process skips it, so none waits for the others in a collective
                         continue
+                    used += 1
                     with accelerator.accumulate(*modules.values()):
-                        logs = recipe.training_step(ctx, batch)
-                    if not accelerator.sync_gradients:
+                        logs = dict(recipe.training_step(ctx, batch))
+                    at_boundary = bool(accelerator.sync_gradients)
+                    stats = logs.pop("codebook", None)
+                    if stats is not None:
+                        if not isinstance(stats, CodebookStats):
+                            raise TypeError(f"recipe {recipe.name}: logs['codebook'] must be a CodebookStats, "
+                                            f"got {type(stats).__name__}")
+                        if window is None:
+                            window = StatsAccumulator(stats.codebook_size, stats.num_codebooks)
+                        window.update(CodebookStats(stats.counts.detach().cpu()))
+                    if not at_boundary:
                         continue
                     step += 1
                     ctx.step = step
@@ -452,8 +692,10 @@ def _fit(recipe: Recipe, data, out, *, resume: bool = False, init=None, eval_dat
                     if step % tc.log_every == 0 or step == tc.max_steps:
                         row = {"step": step, "split": "train", "epoch": epoch, "skipped_files": skipped_total,
                                **{k: float(v) for k, v in logs.items()}}
+                        cb = codebook_row()
+                        row.update(cb)
                         util = logs.get("utilization")
-                        if util is not None and float(util) < tc.utilization_warning:
+                        if not cb and util is not None and float(util) < tc.utilization_warning:
                             warnings.warn(f"step {step}: codebook utilisation {float(util):.3f} is below "
                                           f"{tc.utilization_warning}: the codebook is collapsing")
                         log_row(row)
@@ -462,39 +704,48 @@ def _fit(recipe: Recipe, data, out, *, resume: bool = False, init=None, eval_dat
                         log_row({"step": step, "split": "eval", **run_eval()})
                     if step % tc.checkpoint_every == 0:
                         save_checkpoint()
-                    if intr.flag or (stop_after is not None and step - start_step >= stop_after):
-                        interrupted = True
-                        break
                     if step >= tc.max_steps:
                         break
                 if interrupted or step >= tc.max_steps:
                     break
+                if used == 0 and whole_epoch:
+                    raise ValueError(
+                        f"epoch {epoch} gave no usable training batch: all {skipped_in_epoch} examples read were "
+                        f"skipped as unreadable or unsuitable ({len(train_ds)} training files in {data}; the "
+                        "warnings above give each file's reason)")
                 epoch += 1
                 batch_in_epoch = 0
-        except KeyboardInterrupt:
-            interrupted = True
+    except KeyboardInterrupt:
+        bar.close()
+        accelerator.print(f"aborted at step {step} without a checkpoint; the last complete one is "
+                          f"{latest_checkpoint(out) if accelerator.is_main_process else '(on the main process)'}")
+        raise
     bar.close()
     if interrupted:
         path = save_checkpoint()
         accelerator.print(f"stopped at step {step}; checkpoint {path}; continue with --resume")
-        return {"step": step, "interrupted": True, "checkpoint": str(path)}
+        if tb is not None:
+            tb.close()
+        return {"step": step, "interrupted": True, "checkpoint": str(path), "skipped_files": skipped_total}
     final_eval = run_eval() if eval_batches else {}
     if eval_batches and step % tc.eval_every != 0:  # an eval step already logged this row
         log_row({"step": step, "split": "eval", **final_eval})
     save_checkpoint()
+    # the exported weights: a full state dict, gathered on every process (a collective under FSDP)
+    full = accelerator.get_state_dict(modules["model"]) if fsdp else None
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        export = accelerator.unwrap_model(modules["model"])
+        if fsdp:  # the prepared module holds shards: a fresh copy of the architecture takes the full weights
+            export = recipe.build_model()
+            export.load_state_dict(full)
+        else:
+            export = accelerator.unwrap_model(modules["model"])
         if ema is not None:
             export.load_state_dict(ema.module.state_dict())
         if hasattr(export, "save_pretrained"):
             export.save_pretrained(out)
-        _atomic_json(out / "training.json", {
-            "recipe": recipe.name, "recipe_config": recipe.config.to_dict(), "train": tc.to_dict(),
-            "notes": recipe.notes, "steps": step, "skipped_files": skipped_total,
-            "train_files": len(train_sources), "heldout_files": [s.name for s in eval_sources],
-            "final_eval": final_eval, "seconds": time.perf_counter() - t0,
-        })
+        _atomic_json(out / "training.json", training_info(complete=True, final_eval=final_eval))
+    accelerator.wait_for_everyone()
     if tb is not None:
         tb.close()
     return {"step": step, "interrupted": False, "final_eval": final_eval, "skipped_files": skipped_total,

@@ -15,14 +15,19 @@ class _SmallDiscRecipe(WavTokenizerRecipe):
     """The recipe with fewer sub-discriminators (same classes and losses) so a CPU test stays quick."""
 
     def build_aux_modules(self):
-        from audio.discriminators import DACDiscriminator, MultiPeriodDiscriminator, MultiResolutionDiscriminator
+        from audio.discriminators import MultiPeriodDiscriminator, MultiResolutionDiscriminator
 
         n = self.config.model.adanorm_num_embeddings
         mods = {"mpd": MultiPeriodDiscriminator(periods=(2, 3), num_embeddings=n),
                 "mrd": MultiResolutionDiscriminator(resolutions=((512, 128),), num_embeddings=n)}
-        if self.config.use_dac_discriminator:
-            mods["dac"] = DACDiscriminator(periods=(2,), windows=(512,))
+        if self.config.use_dac_discriminator and self.config.train_dac_discriminator:
+            mods["dac"] = self._dac()
         return mods
+
+    def _dac(self):
+        from audio.discriminators import DACDiscriminator
+
+        return DACDiscriminator(periods=(2,), windows=(512,))
 
 
 def _recipe(**kw):
@@ -34,16 +39,110 @@ def _recipe(**kw):
     return _SmallDiscRecipe(cfg, train)
 
 
+class _RecordingRecipe(_SmallDiscRecipe):
+    """Keeps a copy of every module's weights as built (the run's initial weights)."""
+
+    def _keep(self, mods):
+        self.initial = {**getattr(self, "initial", {}),
+                        **{n: {k: v.detach().clone() for k, v in m.state_dict().items()} for n, m in mods.items()}}
+        return mods
+
+    def build_model(self):
+        return self._keep({"model": super().build_model()})["model"]
+
+    def build_aux_modules(self):
+        return self._keep(super().build_aux_modules())
+
+    def build_frozen_modules(self):
+        return self._keep(super().build_frozen_modules())
+
+
+def _recording(**kw):
+    r = _recipe(**kw)
+    return _RecordingRecipe(r.config, r.train)
+
+
+def _moved(before, after):
+    return [k for k, v in before.items() if v.is_floating_point() and not torch.equal(v, after[k])]
+
+
 @pytest.mark.slow
 def test_recipe_trains_on_real_speech(shared_data, tmp_path):
     speech = shared_data("audio", "speech")
     out = tmp_path / "run"
-    fit(_recipe(), speech, out, progress=False)
+    r = _recording()
+    fit(r, speech, out, progress=False)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    train_rows = [r for r in rows if r.get("split") == "train"]
-    assert train_rows and all(torch.isfinite(torch.tensor(r["loss"])) for r in train_rows)
+    train_rows = [r_ for r_ in rows if r_.get("split") == "train"]
+    assert len(train_rows) == 2 and all(torch.isfinite(torch.tensor(r_["loss"])) for r_ in train_rows)
     assert {"d_loss", "mel_loss", "commit_loss"} <= set(train_rows[-1])
-    assert any(r.get("split") != "train" and "recon_loss" in r for r in rows)
+    assert all(r_["d_loss"] > 0 and r_["mel_loss"] > 0 for r_ in train_rows)
+    # the codebook is logged over the window: its ids, the fraction of the 16 codes used, and the perplexity
+    for r_ in train_rows:
+        assert r_["codebook_ids"] == 2 * 1920 / 320  # batch 2 x 6 frames
+        assert 1 / 16 <= r_["utilization"] <= 1 and 1 <= r_["perplexity"] <= 16 * r_["utilization"] + 1e-6
+    evals = [r_ for r_ in rows if r_.get("split") == "eval"]
+    assert [e["step"] for e in evals] == [0, 2] and all(e["recon_loss"] > 0 for e in evals)
+    # every trained module moved: the generator, each discriminator (including DAC's), and the codebook
+    state = torch.load(out / "checkpoints" / "step-00000002" / "state.pt", weights_only=True)["modules"]
+    assert sorted(state) == ["dac", "model", "mpd", "mrd"]
+    for name in state:
+        assert _moved(r.initial[name], state[name]), f"{name} did not train"
+    assert "quantizer.codebook.embed" in _moved(r.initial["model"], state["model"])
+
+
+@pytest.mark.slow
+def test_a_frozen_dac_discriminator_keeps_its_weights_while_the_others_train(shared_data, tmp_path):
+    """``train_dac_discriminator: false`` (the released code's behaviour): the DAC discriminator is a frozen module
+    of the loop (not DDP-wrapped, not optimised) and keeps its initial weights; the others train."""
+    r = _recording(train_dac_discriminator=False)
+    assert "dac" not in r.build_aux_modules() and "dac" in r.build_frozen_modules()
+    r = _recording(train_dac_discriminator=False)
+    out = tmp_path / "run"
+    fit(r, shared_data("audio", "speech"), out, progress=False)
+    state = torch.load(out / "checkpoints" / "step-00000002" / "state.pt", weights_only=True)
+    assert sorted(state["modules"]) == ["dac", "model", "mpd", "mrd"]
+    assert not _moved(r.initial["dac"], state["modules"]["dac"])
+    for name in ("model", "mpd", "mrd"):
+        assert _moved(r.initial[name], state["modules"][name]), name
+    # the discriminator optimiser holds the MPD and MRD parameters only
+    group = state["optimizers"]["disc"]["param_groups"][0]["params"]
+    assert len(group) == sum(1 for n in ("mpd", "mrd") for _ in r.build_aux_modules()[n].parameters())
+    info = json.loads((out / "training.json").read_text())
+    assert any("DAC discriminator frozen" in n for n in info["notes"])
+
+
+def test_one_bf16_mixed_precision_training_step_on_cpu(shared_data):
+    """The GPU mixed-precision path, exercised on the CPU (accelerate's bf16 autocast): one full GAN step."""
+    from accelerate import Accelerator
+
+    from zoo.train import StepContext
+
+    from accelerate.state import AcceleratorState
+
+    r = _recipe()
+    # accelerate keeps one process-wide state; earlier tests set it up in float32
+    AcceleratorState._reset_state(reset_partial_state=True)
+    try:
+        acc = Accelerator(cpu=True, mixed_precision="bf16")
+        torch.manual_seed(0)
+        modules = {"model": r.build_model(), **r.build_aux_modules()}
+        opts = r.build_optimizers(modules)
+        prepared = acc.prepare(*modules.values(), *opts.values())
+        ctx = StepContext(acc, dict(zip(modules, prepared[:len(modules)])),
+                          dict(zip(opts, prepared[len(modules):])), {}, r.train)
+        before = {k: v.detach().clone() for k, v in modules["model"].state_dict().items()}
+        dtypes = []
+        hook = modules["model"].head.out.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
+        try:
+            logs = r.training_step(ctx, {"x": _speech_batch(shared_data, 1920)})
+        finally:
+            hook.remove()
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    assert dtypes == [torch.bfloat16]  # autocast was on
+    assert all(torch.isfinite(torch.tensor(float(v))) for k, v in logs.items() if k != "codebook")
+    assert _moved(before, modules["model"].state_dict())
 
 
 def test_recipe_forward_and_config_checks():

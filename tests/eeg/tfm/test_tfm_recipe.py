@@ -54,10 +54,48 @@ def test_recipe_trains_on_real_eeg(shared_data, tmp_path):
     recipe = TFMRecipe(TFMRecipeConfig(model=TFMConfig(**SMALL), window_seconds=5.0),
                        TrainConfig(max_steps=2, batch_size=2, log_every=1, eval_every=2, checkpoint_every=2,
                                    holdout_files=1, seed=1, utilization_warning=0.0))
+    initial = recipe.build_model().state_dict()  # seeded: the run's initial weights
     out = tmp_path / "run"
     fit(recipe, data, out, progress=False)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if r.get("split") == "train"]
-    assert train_rows and all(torch.isfinite(torch.tensor(r["loss"])) for r in train_rows)
-    assert {"recon_loss", "vq_loss", "utilization"} <= set(train_rows[-1])
-    assert any(r.get("split") != "train" and "recon_loss" in r for r in rows)
+    assert len(train_rows) == 2 and all(r["recon_loss"] > 0 and r["loss"] == r["recon_loss"] for r in train_rows)
+    assert all(abs(r["vq_loss"]) < 10 for r in train_rows)
+    # the ids of both views, 2 windows x 9 frames, over 32 codes: utilisation and perplexity of the window
+    for r in train_rows:
+        assert r["codebook_ids"] == 2 * 2 * 9
+        assert 1 / 32 <= r["utilization"] <= 1 and 1 <= r["perplexity"] <= 32 * r["utilization"] + 1e-6
+    evals = [r for r in rows if r.get("split") == "eval"]
+    assert [e["step"] for e in evals] == [0, 2] and all(e["recon_loss"] > 0 for e in evals)
+    # the network trained by gradient, the codebook by EMA alone
+    final = torch.load(out / "checkpoints" / "step-00000002" / "state.pt", weights_only=True)["modules"]["model"]
+    assert not torch.equal(final["decoder_head.0.weight"], initial["decoder_head.0.weight"])
+    assert not torch.equal(final["quantizer.codebook.embed"], initial["quantizer.codebook.embed"])
+    assert not torch.equal(final["quantizer.codebook.cluster_size"], initial["quantizer.codebook.cluster_size"])
+
+
+def test_original_init_starts_the_codebook_as_the_original():
+    from eeg.tfm.recipe import original_codebook_init
+
+    with pytest.raises(ValueError, match="original_init"):
+        TFMRecipeConfig(model=TFMConfig(**SMALL), original_init="yes")
+    k = SMALL["codebook_size"]
+    default = TFMRecipe(TFMRecipeConfig(model=TFMConfig(**SMALL)), TrainConfig(max_steps=1)).build_model()
+    recipe = TFMRecipe(TFMRecipeConfig(model=TFMConfig(**SMALL), original_init=True), TrainConfig(max_steps=1))
+    model = recipe.build_model()
+    cb = model.quantizer.codebook
+    embed = cb.embed[0].clone()
+    assert embed.abs().max() <= 1 / k and embed.abs().max() > 0.5 / k  # uniform in [-1/K, 1/K]
+    assert torch.equal(cb.cluster_size, torch.zeros(1, k)) and torch.equal(cb.embed_avg[0], embed)
+    assert bool(cb.initted) and any("original's" in n for n in recipe.notes)
+    # the shared VQ's own start differs (Kaiming-uniform rows, cluster sizes of one)
+    assert default.quantizer.codebook.embed.abs().max() > 2 / k
+    assert torch.equal(default.quantizer.codebook.cluster_size, torch.ones(1, k))
+    # the quirk: one EMA update divides an unused code by a cluster size of ~eps, so its row jumps far out
+    model.train()
+    z = torch.nn.functional.normalize(torch.randn(1, 4, model.config.emb_size), dim=-1)
+    ids = model.quantizer(z).ids.reshape(-1)
+    unused = [i for i in range(k) if i not in set(ids.tolist())]
+    assert unused and cb.embed[0, unused].norm(dim=-1).min() > 1e3 * embed[unused].norm(dim=-1).max()
+    with pytest.raises(TypeError, match="TFMTokenizer"):
+        original_codebook_init(torch.nn.Linear(2, 2))

@@ -96,6 +96,8 @@ def test_stage1_proxy_codes_from_teacher(shared_data, tmp_path):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in rows if r.get("split") == "eval"]
     assert evals[-1]["recon_loss"] < evals[0]["recon_loss"]  # proxy-code cross-entropy falls
+    # stage 1 quantizes too: its codebook is logged over each window of 4 steps x 3 images x 8 tokens
+    assert all(r["codebook_ids"] == 96 and 1 <= r["perplexity"] <= 64 for r in rows if r.get("split") == "train")
     tok = zoo.from_pretrained(out)
     # the teacher's decoder and codebook went into the exported model untouched (frozen in stage 1)
     assert torch.equal(tok.pixel_quantize.embed, teacher.quantize.embed)
@@ -180,3 +182,60 @@ def test_docs_training_yaml_builds():
     (block,) = re.findall(r"```yaml\n(.*?)```", section, flags=re.S)
     r = load_recipe_config("titok", yaml.safe_load(block))
     assert r.config.stage == "single" and r.config.model.num_latent_tokens == 64 and r.train.ema_decay == 0.999
+
+
+def test_stage2_takes_the_originals_stage2_settings_unless_overridden():
+    from image.titok.recipe import STAGE_DEFAULTS
+
+    single = TiTokRecipeConfig(model=tiny_single())
+    assert (single.perceptual_weight, single.discriminator_weight, single.discriminator_start,
+            single.quantizer_weight, single.betas, single.warmup_steps) == (1.1, 0.1, 200_000, 1.0, (0.9, 0.99), 10_000)
+    s2 = TiTokRecipeConfig(model=tiny_two_stage(), stage="stage2")
+    assert (s2.perceptual_weight, s2.discriminator_weight, s2.discriminator_start, s2.quantizer_weight, s2.betas,
+            s2.warmup_steps) == (0.1, 0.01, 20_000, 0.0, (0.9, 0.999), 5_000)
+    assert STAGE_DEFAULTS["stage2"]["betas"] == s2.betas
+    # a value set in the config wins, the others stay the stage's
+    mine = TiTokRecipeConfig(model=tiny_two_stage(), stage="stage2", discriminator_weight=0.2, betas=[0.5, 0.9])
+    assert mine.discriminator_weight == 0.2 and mine.betas == (0.5, 0.9) and mine.perceptual_weight == 0.1
+    # the round trip through training.json / YAML keeps the resolved values
+    assert TiTokRecipeConfig.from_dict(s2.to_dict()) == s2
+    with pytest.raises(ValueError, match="betas"):
+        TiTokRecipeConfig(model=tiny_single(), betas="0.9")
+    # and they take effect: optimiser betas, warm-up length, the GAN from step 20k, no quantizer term
+    recipe = TiTokRecipe(s2, TrainConfig(max_steps=100_000, batch_size=1))
+    model = recipe.build_model()
+    modules = {"model": model, **recipe.build_aux_modules()}
+    opts = recipe.build_optimizers(modules)
+    assert "disc" in modules and opts["model"].param_groups[0]["betas"] == (0.9, 0.999)
+    sched = recipe.build_schedulers(opts)["model"]
+    factor = sched.lr_lambdas[0]
+    assert factor(4_999) == pytest.approx(1.0) and factor(2_499) == pytest.approx(0.5)
+
+
+def test_notes_are_decided_at_build_printed_at_start_and_written_at_every_checkpoint(shared_data, tmp_path,
+                                                                                      capsys):
+    train_dir, held = _split(shared_data("image", "256"), tmp_path)
+    cfg = TiTokRecipeConfig(model=tiny_single(), lr=1e-3, warmup_steps=1, discriminator_weight=0.0,
+                            perceptual_weight=1.1)
+    recipe = TiTokRecipe(cfg, TrainConfig(max_steps=6, batch_size=3, log_every=1, eval_every=100,
+                                          checkpoint_every=2, seed=0, utilization_warning=0.0))
+    recipe.build_model()
+    (note,) = [n for n in recipe.notes if "perceptual" in n]  # known before any step, recorded once
+    recipe.build_model()
+    assert recipe.notes.count(note) == 1
+    out = tmp_path / "run"
+    s = fit(recipe, train_dir, out, progress=False, stop_after=3)
+    assert s["interrupted"]
+    assert f"note: {note}" in capsys.readouterr().out
+    info = json.loads((out / "training.json").read_text())  # written with the checkpoint, before the end
+    assert info["complete"] is False and info["steps"] == 3 and info["notes"].count(note) == 1
+    assert info["recipe_config"]["perceptual_weight"] == 1.1
+    # codebook utilisation and perplexity over each log window
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r.get("split") == "train"]
+    assert len(train_rows) == 3
+    for r in train_rows:
+        assert r["codebook_ids"] == 3 * 8 and 0 < r["utilization"] <= 24 / 64 and 1 <= r["perplexity"] <= 24
+    fit(recipe, train_dir, out, resume=True, progress=False)
+    info = json.loads((out / "training.json").read_text())
+    assert info["complete"] is True and info["steps"] == 6 and info["notes"].count(note) == 1
