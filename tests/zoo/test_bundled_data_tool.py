@@ -120,3 +120,51 @@ def test_spkit_reader_refuses_pickled_code_and_wrong_files(tmp_path):
     f.write_bytes(pickle.dumps({"X_fil": np.array([object()], dtype=object)}))
     with pytest.raises(pickle.UnpicklingError, match="object arrays are refused"):
         tool.spkit_eeg(tmp_path / "evil")
+
+
+def _fake_sdist_archive(path: Path, members: dict) -> str:
+    """A .tar.gz holding the given {member name: (seconds, sample rate)} as tones; returns its sha256."""
+    import hashlib
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for i, (name, (seconds, sr)) in enumerate(members.items()):
+            t = np.arange(int(seconds * sr)) / sr
+            buf = io.BytesIO()
+            sf.write(buf, (0.2 * np.sin(2 * np.pi * (300 + 50 * i) * t)).astype(np.float32), sr,
+                     format="FLAC" if name.endswith(".flac") else "WAV", subtype="PCM_16")
+            data = buf.getvalue()  # (after a FLAC write the position is not the end)
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_sdist_speech_reads_pinned_archives_without_unpacking(tmp_path):
+    tool = _tool()
+    members = {"pkg-1.0/tests/a.wav": (0.5, 16000), "pkg-1.0/tests/b.flac": (0.25, 22050),
+               "pkg-1.0/tests/skip.txt.wav": (0.1, 16000)}
+    digest = _fake_sdist_archive(tmp_path / "pkg-1.0.tar.gz", members)
+    spec = {"pkg-1.0.tar.gz": (digest, ["pkg-1.0/tests/a.wav", "pkg-1.0/tests/*.flac"])}
+    seconds = tool.sdist_speech(tmp_path, tmp_path / "out", spec)
+    assert seconds == {"pkg-1.0.tar.gz": pytest.approx(0.75, abs=0.051)}  # rounded to 0.1 s
+    assert sorted(f.name for f in (tmp_path / "out").iterdir()) == ["pkg_a.wav", "pkg_b.wav"]
+    y, sr = sf.read(str(tmp_path / "out" / "pkg_b.wav"))
+    assert sr == 24000 and len(y) == pytest.approx(0.25 * 24000, abs=2)
+    peak = np.argmax(np.abs(np.fft.rfft(y))) * sr / len(y)
+    assert peak == pytest.approx(350, abs=5)  # the 22.05 kHz tone keeps its pitch at 24 kHz
+    assert not (tmp_path / "pkg-1.0").exists()  # read from the archive, nothing unpacked
+    with pytest.raises(ValueError, match="sha256 .* is not the pinned"):
+        tool.sdist_speech(tmp_path, tmp_path / "out", {"pkg-1.0.tar.gz": ("0" * 64, ["*"])})
+    with pytest.raises(ValueError, match="no member matches 'pkg-1.0/none.wav'"):
+        tool.sdist_speech(tmp_path, tmp_path / "out", {"pkg-1.0.tar.gz": (digest, ["pkg-1.0/none.wav"])})
+    with pytest.raises(ValueError, match="other-2.0.tar.gz is missing"):
+        tool.sdist_speech(tmp_path, tmp_path / "out", {"other-2.0.tar.gz": (digest, ["*"])})
+
+
+def test_sdist_speech_list_is_pinned():
+    tool = _tool()
+    for name, (digest, patterns) in tool.SDIST_SPEECH.items():
+        assert name.endswith(".tar.gz") and len(digest) == 64 and int(digest, 16) >= 0 and patterns
+        assert all(p.startswith(name[: -len(".tar.gz")] + "/") for p in patterns), name
