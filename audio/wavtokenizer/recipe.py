@@ -207,6 +207,13 @@ class WavTokenizerRecipe(Recipe):
     def _discs(self, ctx):
         return [(name, ctx.modules[name]) for name in self._disc_names()]
 
+    def warm_start(self, model, pretrained) -> None:
+        super().warm_start(model, pretrained)
+        if self.config.encoder_init == "lsuv":
+            # LSUV is an initialisation: an encoder copied from --init keeps its trained weights
+            self._lsuv_done = True
+            self.notes.append("encoder_init: lsuv not applied (the encoder is warm-started from --init)")
+
     def training_step(self, ctx, batch) -> Dict[str, float]:
         c = self.config
         x = batch["x"]

@@ -262,3 +262,22 @@ def test_encoder_init_option(shared_data, tmp_path):
                        weights_only=True)["modules"]["model"][key]
     # the first conv's gains were rescaled by the init (one optimiser step moves them by ~lr only)
     assert (g_lsuv - g_ref).abs().mean() > 10 * r.config.lr
+
+
+def test_lsuv_is_not_applied_over_a_warm_started_encoder(shared_data, tmp_path):
+    base = _recipe(encoder_init="lsuv", discriminator_start=5, quantizer_start=5)
+    base.train.max_steps = 1
+    base.train.checkpoint_every = 1
+    fit(base, shared_data("audio", "speech"), tmp_path / "base", progress=False)
+    ft = _recipe(encoder_init="lsuv", discriminator_start=5, quantizer_start=5, lr=0.0)
+    ft.train.max_steps = 1
+    ft.train.checkpoint_every = 1
+    fit(ft, shared_data("audio", "speech"), tmp_path / "ft", progress=False, init=tmp_path / "base")
+    from safetensors.torch import load_file
+
+    a = load_file(tmp_path / "base" / "model.safetensors")
+    b = load_file(tmp_path / "ft" / "model.safetensors")
+    key = "encoder.model.0.conv.parametrizations.weight.original0"
+    assert torch.equal(a[key], b[key])  # at lr 0 a re-run of LSUV would be the only change
+    notes = json.loads((tmp_path / "ft" / "training.json").read_text())["notes"]
+    assert any("lsuv not applied" in n for n in notes)
