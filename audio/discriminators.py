@@ -76,6 +76,17 @@ class _Conditioner(nn.Module):
         return logits + (e * h).sum(dim=1, keepdim=True)
 
 
+def _conv_stack(disc: nn.Module, h: torch.Tensor, cond: Optional[torch.Tensor]):
+    """``disc.convs`` with leaky ReLU, then ``disc.conv_post`` through the conditioner: (flat logits, features)."""
+    feats = []
+    for conv in disc.convs:
+        h = F.leaky_relu(conv(h), _LRELU)
+        feats.append(h)
+    logits = disc.cond(disc.conv_post(h), h, cond)
+    feats.append(logits)
+    return logits.flatten(1), feats
+
+
 class PeriodDiscriminator(nn.Module):
     def __init__(self, period: int, channels: Sequence[int] = (32, 128, 512, 1024, 1024),
                  num_embeddings: Optional[int] = None):
@@ -96,13 +107,7 @@ class PeriodDiscriminator(nn.Module):
             x = F.pad(x, (0, pad), mode="reflect" if pad < t else "constant")
             t = x.shape[-1]
         h = x.view(b, c, t // self.period, self.period)
-        feats = []
-        for conv in self.convs:
-            h = F.leaky_relu(conv(h), _LRELU)
-            feats.append(h)
-        logits = self.cond(self.conv_post(h), h, cond)
-        feats.append(logits)
-        return logits.flatten(1), feats
+        return _conv_stack(self, h, cond)
 
 
 class MultiPeriodDiscriminator(nn.Module):
@@ -137,13 +142,7 @@ class ResolutionDiscriminator(nn.Module):
         mag = torch.stft(x[:, 0], self.n_fft, self.hop, self.n_fft, window=window, center=True,
                          return_complex=True).abs()
         h = mag[:, None]
-        feats = []
-        for conv in self.convs:
-            h = F.leaky_relu(conv(h), _LRELU)
-            feats.append(h)
-        logits = self.cond(self.conv_post(h), h, cond)
-        feats.append(logits)
-        return logits.flatten(1), feats
+        return _conv_stack(self, h, cond)
 
 
 class MultiResolutionDiscriminator(nn.Module):
