@@ -60,7 +60,8 @@ class FlexTokRecipeConfig(ConfigBase):
     latent channels and scaling factor are then taken from that VAE release.
 
     lr / betas / weight_decay / warmup_steps: AdamW with linear warm-up (paper: AdamW; the exact values here are
-    this recipe's choice). keep_k_mode: nested-dropout sampling ("uniform" | "pow2" | "uniform_pow2").
+    this recipe's choice). final_lr: None keeps ``lr`` constant after the warm-up; a value decays it to
+    ``final_lr`` with a half cosine over the remaining steps of ``train.max_steps``. keep_k_mode: nested-dropout sampling ("uniform" | "pow2" | "uniform_pow2").
     cfg_dropout_prob: null-condition probability (None = the model config's ``dropout_prob``).
     vae_weights: the frozen VAE's weights (a ``FlexTok.from_official``-loadable diffusers folder or
     ``.safetensors``); None keeps the VAE of the model config as built (random unless warm-started with
@@ -74,6 +75,7 @@ class FlexTokRecipeConfig(ConfigBase):
     betas: tuple = (0.9, 0.99)
     weight_decay: float = 0.05
     warmup_steps: int = 0
+    final_lr: Optional[float] = None
     keep_k_mode: str = "uniform"
     cfg_dropout_prob: Optional[float] = None
     vae_weights: Optional[str] = None
@@ -119,6 +121,9 @@ class FlexTokRecipeConfig(ConfigBase):
         self.betas = tuple(float(b) for b in self.betas)
         if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ValueError(f"recipe.warmup_steps must be an int >= 0, got {self.warmup_steps!r}")
+        if self.final_lr is not None and (isinstance(self.final_lr, bool) or not isinstance(self.final_lr, (int, float))
+                                          or not 0 <= self.final_lr <= self.lr):
+            raise ValueError(f"recipe.final_lr must be None or a number in [0, lr={self.lr}], got {self.final_lr!r}")
         if self.keep_k_mode not in KEEP_K_MODES:
             raise ValueError(f"recipe.keep_k_mode must be one of {KEEP_K_MODES}, got {self.keep_k_mode!r}")
         if self.cfg_dropout_prob is not None and (isinstance(self.cfg_dropout_prob, bool)
@@ -359,10 +364,19 @@ class FlexTokRecipe(Recipe):
         return {"model": torch.optim.AdamW(params, lr=c.lr, betas=c.betas, weight_decay=c.weight_decay)}
 
     def build_schedulers(self, optimizers):
-        w = self.config.warmup_steps
-        if w == 0:
+        w, c = self.config.warmup_steps, self.config
+        if w == 0 and c.final_lr is None:
             return {}
-        return {"model": torch.optim.lr_scheduler.LambdaLR(optimizers["model"], lambda s: min(1.0, (s + 1) / w))}
+        total = self.train.max_steps
+        ratio = 1.0 if c.final_lr is None else c.final_lr / c.lr
+
+        def factor(step: int) -> float:
+            if step < w:
+                return (step + 1) / w
+            t = min(1.0, (step - w) / max(1, total - w))
+            return ratio + (1.0 - ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+        return {"model": torch.optim.lr_scheduler.LambdaLR(optimizers["model"], factor)}
 
     def data_config(self):
         return DataConfig("image", image_size=self.config.model.image_size, seed=self.train.seed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -39,6 +40,9 @@ def test_config_and_keep_k():
         FlexTokRecipeConfig(model=tiny_recipe_model(), cfg_dropout_prob=1.5)
     with pytest.raises(ValueError, match="lr"):
         FlexTokRecipeConfig(model=tiny_recipe_model(), lr=0)
+    for bad in (2e-3, -1e-5, "1e-5"):  # above lr, negative, not a number
+        with pytest.raises(ValueError, match="final_lr"):
+            FlexTokRecipeConfig(model=tiny_recipe_model(), lr=1e-3, final_lr=bad)
     g = torch.Generator().manual_seed(0)
     k = sample_keep_k(256, 4000, "uniform", g)
     assert int(k.min()) == 1 and int(k.max()) == 256 and len(torch.unique(k)) > 200
@@ -225,3 +229,24 @@ def test_vae_weights_must_be_a_diffusers_vae_release(tmp_path):
                               vae_weights=str(tmp_path / "vae"))
     assert cfg.model.scaling_factor == 2.5 and cfg.model.image_size == 16
     assert FlexTokRecipe(cfg, TrainConfig(max_steps=1)).data_config().image_size == 16
+
+
+def test_learning_rate_schedule_warm_up_then_optional_cosine_to_final_lr():
+    def lrs(**kw):
+        r = FlexTokRecipe(FlexTokRecipeConfig(model=tiny_recipe_model(), lr=1e-3, **kw), TrainConfig(max_steps=10))
+        opt = r.build_optimizers({"model": torch.nn.Linear(2, 2)})
+        sched = r.build_schedulers(opt).get("model")
+        out = []
+        for _ in range(10):
+            out.append(opt["model"].param_groups[0]["lr"])
+            opt["model"].step()
+            if sched is not None:
+                sched.step()
+        return out
+
+    assert lrs() == [1e-3] * 10  # no warm-up, no final_lr: constant
+    assert lrs(warmup_steps=2)[:3] == pytest.approx([5e-4, 1e-3, 1e-3])
+    cos = lrs(warmup_steps=2, final_lr=1e-5)
+    assert cos[:3] == pytest.approx([5e-4, 1e-3, 1e-3])
+    assert all(a > b for a, b in zip(cos[2:], cos[3:]))  # decays every step after the warm-up
+    assert cos[-1] == pytest.approx(1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + math.cos(math.pi * 7 / 8)))

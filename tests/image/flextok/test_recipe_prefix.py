@@ -29,9 +29,11 @@ from .conftest import TINY_VAE
 from .test_recipe import N_REG, _heldout
 
 ROOT = Path("/work/shared/data/image/256")
-TILE, GRID = 16, 4  # each picture: a 64 px square thumbnail cut into 4 x 4 tiles of 16 px
-STEPS = 2000
-LR = 2e-3  # lr 1e-3 (the previous hand-written loop's): the tokens barely matter after 2000 steps (k=8 / k=1 0.99)
+TILE, GRID = 16, 8  # each picture: a 128 px square thumbnail cut into 8 x 8 tiles of 16 px
+STEPS, BATCH = 2000, 32
+LR, FINAL_LR = 2e-3, 1e-5  # cosine decay: at a constant lr (and batch 8, 64 px pictures, a VAE trained 200 steps)
+#                           the k=8 / k=1 ratio ranged 0.86-0.99 over training seeds and CPUs
+VAE_STEPS = 600  # the user's VAE: after 200 steps its reconstructions were worse than each tile's mean colour
 DRAWS = 4  # noise draws per held-out tile for the reconstruction errors (one draw: +-0.01 on their ratio)
 #: official_config arguments of the tokenizer (the VAE's channels and scaling factor come from its release)
 ARCH = dict(enc_dim=32, enc_depth=2, dec_dim=32, dec_depth=2, head_dim=16, n_registers=N_REG, patch_size=[2, 2],
@@ -70,7 +72,7 @@ def _train_vae(train, folder: Path, g) -> float:
     torch.manual_seed(0)
     vae = VAE(dict(TINY_VAE), 1.0).vae.train()
     opt = torch.optim.Adam(vae.parameters(), lr=2e-3)
-    for _ in range(200):
+    for _ in range(VAE_STEPS):
         x = train[torch.randint(0, train.shape[0], (16,), generator=g)]
         post = vae.encode(x).latent_dist
         loss = F.mse_loss(vae.decode(post.mode()).sample, x) + 1e-6 * post.kl().mean()
@@ -87,23 +89,23 @@ def _train_vae(train, folder: Path, g) -> float:
     return scale
 
 
-@pytest.mark.slow  # ~90 s on an idle 2-core machine
+@pytest.mark.slow  # ~2 min on an idle 2-core machine
 @pytest.mark.usefixtures("one_thread")
 def test_full_sequence_reconstructs_held_out_better_than_a_one_token_prefix(tmp_path):
     if not ROOT.is_dir():
         pytest.skip(f"shared data {ROOT} absent")
     files = sorted(p for p in ROOT.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-    train, held = _tiles(files[:-2]), _tiles(files[-2:])  # 160 and 32 tiles in [0, 1]
+    train, held = _tiles(files[:-2]), _tiles(files[-2:])  # 640 and 128 tiles in [0, 1]
     g = torch.Generator().manual_seed(1)
     scale = _train_vae(train * 2 - 1, tmp_path / "vae", g)
     train_dir, held_dir = _write_pngs(train, tmp_path / "train"), _write_pngs(held, tmp_path / "held")
 
     # the tokenizer through the shared loop, the VAE given as vae_weights (architecture: the tokenizer's size;
     # the VAE release fixes latent channels and scaling factor)
-    cfg = FlexTokRecipeConfig(architecture=dict(ARCH), vae_weights=str(tmp_path / "vae"), lr=LR,
+    cfg = FlexTokRecipeConfig(architecture=dict(ARCH), vae_weights=str(tmp_path / "vae"), lr=LR, final_lr=FINAL_LR,
                               weight_decay=0.0, keep_k_mode="uniform", cfg_dropout_prob=0.0)
     assert cfg.model.image_size == TILE and cfg.model.scaling_factor == pytest.approx(scale)
-    recipe = FlexTokRecipe(cfg, TrainConfig(max_steps=STEPS, batch_size=8, log_every=100, eval_every=STEPS,
+    recipe = FlexTokRecipe(cfg, TrainConfig(max_steps=STEPS, batch_size=BATCH, log_every=100, eval_every=STEPS,
                                             checkpoint_every=STEPS, seed=0, utilization_warning=0.0,
                                             clip_grad_norm=1.0))
     out = tmp_path / "run"
@@ -142,5 +144,6 @@ def test_full_sequence_reconstructs_held_out_better_than_a_one_token_prefix(tmp_
     print("distinct ids per register position over", b, "held-out tiles:", distinct)
     assert min(distinct) > 1, distinct
     assert full.shape == short.shape == rep_images.shape and torch.isfinite(full).all() and torch.isfinite(short).all()
-    assert err[N_REG] < 0.97 * err[1], err
-    assert pixel[N_REG] < 0.97 * pixel[1], pixel
+    # measured over training seeds 0, 1, 2 on an AVX2 CPU: latent 0.84 / 0.64 / 0.74, pixel 0.77 / 0.67 / 0.70
+    assert err[N_REG] < 0.92 * err[1], err
+    assert pixel[N_REG] < 0.92 * pixel[1], pixel
