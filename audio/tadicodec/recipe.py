@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from zoo.config import ConfigBase
 from zoo.train import DataConfig, Recipe, register_recipe
 from zoo.train.distributed import average_gradients, item_generators, per_item, step_generator
+from zoo.train.schedules import cosine_decay
 
 from .config import TaDiCodecConfig
 from .model import TaDiCodec
@@ -380,7 +381,7 @@ class TaDiCodecVocoderRecipe(Recipe):
             return {}
         total = max(1, self.train.max_steps)
         return {k: torch.optim.lr_scheduler.LambdaLR(
-            o, lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total) / total))) for k, o in optimizers.items()}
+            o, lambda s: cosine_decay(s / total)) for k, o in optimizers.items()}
 
     def data_config(self):
         return DataConfig("audio", sample_rate=self.config.model.sample_rate,

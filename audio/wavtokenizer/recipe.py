@@ -18,7 +18,6 @@ Logged per log window: codebook utilisation and perplexity (the engine sums the 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Dict, List
 
@@ -29,6 +28,7 @@ from audio import losses as L
 from audio.discriminators import DACDiscriminator, MultiPeriodDiscriminator, MultiResolutionDiscriminator
 from zoo.config import ConfigBase
 from zoo.train import DataConfig, Recipe, register_recipe
+from zoo.train.schedules import cosine_decay
 
 from .config import WavTokenizerConfig
 from .model import SConv1d, WavTokenizer
@@ -186,7 +186,7 @@ class WavTokenizerRecipe(Recipe):
             # a codebook initialised by k-means on the first batch cannot follow an encoder that Adam moves at
             # full rate from step 1 (every vector then lands on one code): the warm-up lets it track
             w = min(1.0, (step + 1) / warm) if warm else 1.0
-            return w * (0.5 * (1.0 + math.cos(math.pi * min(step, total) / total)) if cosine_on else 1.0)
+            return w * (cosine_decay(step / total) if cosine_on else 1.0)
 
         return {k: torch.optim.lr_scheduler.LambdaLR(o, factor) for k, o in optimizers.items()}
 

@@ -28,7 +28,6 @@ Randomness (the token masks) is drawn per window from ``zoo.train.item_generator
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -38,6 +37,7 @@ import torch.nn.functional as F
 from zoo.config import ConfigBase
 from zoo.train import DataConfig, Recipe, register_recipe
 from zoo.train.distributed import item_generators
+from zoo.train.schedules import cosine_decay
 
 from .config import TFMClassifierConfig
 from .model import TFMClassifier, TFMTokenizer
@@ -55,8 +55,7 @@ def schedule_factor(step: int, total: int, warmup_fraction: float, lr: float, fi
     if step < warm:
         return step / max(1, warm)
     ratio = final_lr / lr if lr > 0 else 1.0
-    t = min(1.0, (step - warm) / max(1, total - warm))
-    return ratio + (1.0 - ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+    return cosine_decay((step - warm) / max(1, total - warm), ratio)
 
 
 def masked_token_loss(model: TFMClassifier, ids: torch.Tensor, masked: torch.Tensor) -> Dict[str, torch.Tensor]:

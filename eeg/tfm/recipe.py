@@ -25,7 +25,6 @@ Logged per log window: codebook utilisation and perplexity of the ids of both vi
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
@@ -35,6 +34,7 @@ import torch.nn.functional as F
 from zoo.config import ConfigBase
 from zoo.quantizers.stats import CodebookStats
 from zoo.train import DataConfig, Recipe, register_recipe
+from zoo.train.schedules import cosine_decay
 
 from .config import TFMConfig
 from .model import TFMTokenizer
@@ -135,8 +135,7 @@ class TFMRecipe(Recipe):
         def factor(step):
             if step < warm:
                 return step / max(1, warm)
-            t = min(1.0, (step - warm) / max(1, total - warm))
-            return ratio + (1.0 - ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+            return cosine_decay((step - warm) / max(1, total - warm), ratio)
 
         return {"model": torch.optim.lr_scheduler.LambdaLR(optimizers["model"], factor)}
 

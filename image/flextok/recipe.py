@@ -34,6 +34,7 @@ from torch import nn
 
 from zoo.config import ConfigBase
 from zoo.train import DataConfig, Recipe, register_recipe
+from zoo.train.schedules import cosine_decay
 from zoo.train.distributed import average_gradients, item_generators, per_item
 
 from .config import FlexTokConfig, official_config
@@ -61,7 +62,8 @@ class FlexTokRecipeConfig(ConfigBase):
 
     lr / betas / weight_decay / warmup_steps: AdamW with linear warm-up (paper: AdamW; the exact values here are
     this recipe's choice). final_lr: None keeps ``lr`` constant after the warm-up; a value decays it to
-    ``final_lr`` with a half cosine over the remaining steps of ``train.max_steps``. keep_k_mode: nested-dropout sampling ("uniform" | "pow2" | "uniform_pow2").
+    ``final_lr`` with a half cosine over the remaining steps of ``train.max_steps``.
+    keep_k_mode: nested-dropout sampling ("uniform" | "pow2" | "uniform_pow2").
     cfg_dropout_prob: null-condition probability (None = the model config's ``dropout_prob``).
     vae_weights: the frozen VAE's weights (a ``FlexTok.from_official``-loadable diffusers folder or
     ``.safetensors``); None keeps the VAE of the model config as built (random unless warm-started with
@@ -373,8 +375,7 @@ class FlexTokRecipe(Recipe):
         def factor(step: int) -> float:
             if step < w:
                 return (step + 1) / w
-            t = min(1.0, (step - w) / max(1, total - w))
-            return ratio + (1.0 - ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+            return cosine_decay((step - w) / max(1, total - w), ratio)
 
         return {"model": torch.optim.lr_scheduler.LambdaLR(optimizers["model"], factor)}
 
@@ -397,7 +398,6 @@ class FlexTokRecipe(Recipe):
     def training_step(self, ctx, batch) -> Dict[str, float]:
         model: FlexTok = ctx.unwrap()
         images01 = batch["x"].float()
-        b = images01.shape[0]
         # every random number is drawn per image from its own generator (seed, step, dataset index), in the order
         # keep_k, null flag, noise level, noise: N processes draw what one process with the whole batch draws
         gens = item_generators(self.train.seed, ctx.step, batch["index"])

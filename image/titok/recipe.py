@@ -45,6 +45,7 @@ from torch import nn
 
 from zoo.config import ConfigBase
 from zoo.train import DataConfig, Recipe, register_recipe
+from zoo.train.schedules import cosine_decay
 
 from .config import TiTokConfig, ViTSize
 from .model import TiTok
@@ -299,8 +300,7 @@ class TiTokRecipe(Recipe):
             def lam(step):
                 if step < c.warmup_steps:
                     return (step + 1) / c.warmup_steps
-                t = min(1.0, (step - c.warmup_steps) / max(1, total - c.warmup_steps))
-                return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+                return cosine_decay((step - c.warmup_steps) / max(1, total - c.warmup_steps), floor)
             return lam
 
         lrs = {"model": c.lr, "disc": c.discriminator_lr}

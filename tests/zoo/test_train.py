@@ -166,3 +166,16 @@ def test_tokenzoo_train_command_and_resume(speech, tmp_path):
     assert main(args + ["--resume"]) == 0  # already at max_steps: nothing more to do, still exits 0
     assert main(["train", "toy-codec", "--config", str(cfg), "--data", str(tmp_path / "nope"), "--out",
                  str(out)]) == 2
+
+
+def test_cosine_decay_runs_from_one_to_the_end_ratio():
+    from zoo.train.schedules import cosine_decay
+
+    assert cosine_decay(0.0) == 1.0 and cosine_decay(1.0) == 0.0 and cosine_decay(0.5) == pytest.approx(0.5)
+    assert cosine_decay(1.0, 0.01) == pytest.approx(0.01) and cosine_decay(2.0, 0.01) == pytest.approx(0.01)
+    assert cosine_decay(-1.0, 0.01) == 1.0  # clipped to the start
+    assert cosine_decay(1.0, 50.0) == pytest.approx(50.0)  # a rising schedule (TFM's original)
+    ts = [i / 10 for i in range(11)]
+    assert all(a > b for a, b in zip(map(cosine_decay, ts), map(cosine_decay, ts[1:])))
+    with pytest.raises(ValueError, match="end"):
+        cosine_decay(0.5, -0.1)

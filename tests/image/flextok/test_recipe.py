@@ -106,11 +106,9 @@ def _heldout(model, images, k, reps=8):
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """One tiny training run through the YAML config and the shared loop (train 10 images, hold out 2)."""
-    from pathlib import Path
+    from tests.conftest import _shared_subdir
 
-    root = Path("/work/shared/data/image/256")
-    if not root.is_dir():
-        pytest.skip(f"shared data {root} absent")
+    root = _shared_subdir("data", "image", "256")  # skips with a message where ../shared is absent
     tmp = tmp_path_factory.mktemp("flextok_recipe")
     train, held = _data(lambda *parts: root, tmp)
     cfg = {"train": {"max_steps": STEPS, "batch_size": 4, "log_every": 10, "eval_every": STEPS // 2,

@@ -114,19 +114,19 @@ def test_vae_parity(fixtures):
     finally:
         h.remove()
     _close("encoder_ln_post", seen["enc"], ref["encoder_ln_post"], 1e-4)
-    for key in ("mean", "logvar", "std"):
-        _close(key, post[key], _ref(ref[key]), 1e-4)
+    errs = {key: _close(key, post[key], _ref(ref[key]), 1e-4) for key in ("mean", "logvar", "std")}
     mode = model.encode_latents(x)  # the mode is the default
     _close("mode", mode, _ref(ref["mean"]), 1e-4)
     # The MANIFEST's 1e-6 for `sample` is its identity sample == mean + std * noise with the stored noise: checked
     # at 1e-6 on this implementation's own mean and std. Those carry the 1e-4 parity tolerance, and float32 kernels
-    # differ between CPUs (on an AVX2-only EPYC the mean and std differ from the fixture by ~1.4e-6, on the
-    # AVX-512 machine that wrote it by less), so the sample is held to the reference's at the tolerance it inherits.
+    # differ between CPUs (on an AVX2-only EPYC the mean and std differ from the fixture by ~1e-6, on the AVX-512
+    # machine that wrote it by less), so against the fixture the sample may differ by 1e-6 plus exactly what the
+    # measured mean and std errors carry into it: err(mean) + max|noise| * err(std).
     assert torch.equal(ref["sample"], ref["mean"] + ref["std"] * ref["noise"])
     noise = _ref(ref["noise"])
     sample = model.encode_latents(x, noise=ref["noise"])  # the reference layout [B, C, 1, K] is accepted
     _close("sample (identity)", sample, post["mean"] + post["std"] * noise, 1e-6)
-    _close("sample", sample, _ref(ref["sample"]), 1e-4 * (1 + float(noise.abs().max())))
+    _close("sample", sample, _ref(ref["sample"]), 1e-6 + errs["mean"] + float(noise.abs().max()) * errs["std"])
     sample2 = model.encode_latents(x, noise=noise)
     assert torch.equal(sample, sample2)
     # a generator seeded like the reference's torch.manual_seed draws the same noise
